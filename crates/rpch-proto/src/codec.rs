@@ -121,7 +121,7 @@ impl Put for Vec<u8> {
         self.extend_from_slice(v);
     }
     fn pad_to(&mut self, align: usize) {
-        while self.len() % align != 0 {
+        while !self.len().is_multiple_of(align) {
             self.push(0);
         }
     }
@@ -141,7 +141,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// Parses hex, ignoring ASCII whitespace; `None` on any other character or an odd digit count.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
