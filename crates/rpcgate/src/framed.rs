@@ -1,0 +1,264 @@
+//! Moving whole PDUs over byte streams: the only place the shell turns bytes into PDUs.
+//!
+//! [`PduReader`] reads from any `AsyncRead`, buffers at most one PDU (64 KiB, the largest a
+//! u16 `frag_length` allows) plus one read, and hands out framed PDUs; it optionally skips the
+//! 14-byte `ncacn_http/1.0` legacy greeting a server leg may start with, and optionally stops at
+//! an HTTP body's Content-Length. [`spawn_writer`] runs a task that writes queued PDUs in order,
+//! coalescing whatever is queued into few writes, so a slow peer never blocks reading elsewhere.
+
+use bytes::{Bytes, BytesMut};
+use rpch_proto::DecodeError;
+use rpch_proto::pdu::split_pdu;
+use rpch_proto::server::LEGACY_GREETING;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Bytes a writer gathers before flushing.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Why a PDU stream ended or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed PDU: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("connection closed in the middle of a PDU ({0} bytes buffered)")]
+    TruncatedPdu(usize),
+    #[error("a PDU would run past the end of the HTTP body (Content-Length {0})")]
+    PastBodyEnd(u64),
+    #[error("the server leg did not start with a PDU or the ncacn_http/1.0 greeting")]
+    BadGreeting,
+}
+
+/// A framing reader over one direction of a connection.
+#[derive(Debug)]
+pub struct PduReader<R> {
+    inner: R,
+    buf: BytesMut,
+    /// Body bytes still allowed (HTTP Content-Length), if bounded.
+    body_remaining: Option<u64>,
+    body_length: u64,
+    skip_greeting: bool,
+    bytes_read: u64,
+}
+
+impl<R: AsyncRead + Unpin> PduReader<R> {
+    /// Reads PDUs from `inner`, starting with `leftover` bytes already read past an HTTP head.
+    pub fn new(inner: R, leftover: BytesMut) -> Self {
+        Self {
+            inner,
+            buf: leftover,
+            body_remaining: None,
+            body_length: 0,
+            skip_greeting: false,
+            bytes_read: 0,
+        }
+    }
+
+    /// Stops at `content_length` bytes (counting the leftover bytes too).
+    pub fn with_body_length(mut self, content_length: u64) -> Self {
+        self.body_remaining = Some(content_length);
+        self.body_length = content_length;
+        self
+    }
+
+    /// Tolerates the 14-byte legacy greeting before the first PDU (server legs).
+    pub fn skipping_legacy_greeting(mut self) -> Self {
+        self.skip_greeting = true;
+        self
+    }
+
+    /// Bytes of PDUs handed out so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// The next whole PDU; `Ok(None)` on a clean end (EOF or the body's end at a PDU boundary).
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ReadError> {
+        loop {
+            if self.skip_greeting && !self.buf.is_empty() {
+                // A PDU starts with 0x05; the greeting with 'n'. Either is fine, once.
+                if self.buf.first() == Some(&LEGACY_GREETING[0]) {
+                    if self.buf.len() < LEGACY_GREETING.len() {
+                        if !self.fill().await? {
+                            return Err(ReadError::BadGreeting);
+                        }
+                        continue;
+                    }
+                    if self.buf.get(..LEGACY_GREETING.len()) != Some(&LEGACY_GREETING[..]) {
+                        return Err(ReadError::BadGreeting);
+                    }
+                    let _ = self.buf.split_to(LEGACY_GREETING.len());
+                }
+                self.skip_greeting = false;
+                continue;
+            }
+            if self.body_remaining == Some(0) {
+                // The body is complete; anything buffered belongs to the next request.
+                return Ok(None);
+            }
+            if let Some(pdu) = split_pdu(&mut self.buf)? {
+                let len = pdu.len() as u64;
+                if let Some(remaining) = self.body_remaining.as_mut() {
+                    if len > *remaining {
+                        return Err(ReadError::PastBodyEnd(self.body_length));
+                    }
+                    *remaining -= len;
+                }
+                self.bytes_read += len;
+                return Ok(Some(pdu));
+            }
+            if !self.fill().await? {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::TruncatedPdu(self.buf.len()))
+                };
+            }
+        }
+    }
+
+    /// Reads more bytes; false on EOF.
+    async fn fill(&mut self) -> Result<bool, ReadError> {
+        self.buf.reserve(READ_CHUNK);
+        let n = self.inner.read_buf(&mut self.buf).await?;
+        Ok(n > 0)
+    }
+
+    /// Gives back the reader and anything buffered but not yet handed out.
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.inner, self.buf)
+    }
+}
+
+/// A handle to a writer task: send PDUs (or any bytes) to be written in order.
+pub type WriterTx = mpsc::Sender<Bytes>;
+
+/// Number of queued writes per writer; each is at most one PDU (64 KiB) or an HTTP head.
+pub const WRITER_QUEUE: usize = 32;
+
+/// Spawns a task that writes everything sent to the returned sender, in order, then shuts the
+/// stream down when the sender is dropped. The task ends early on a write error; senders then
+/// see a closed channel.
+pub fn spawn_writer<W>(mut writer: W) -> (WriterTx, JoinHandle<std::io::Result<u64>>)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITER_QUEUE);
+    let task = tokio::spawn(async move {
+        let mut written = 0u64;
+        let mut batch = BytesMut::with_capacity(WRITE_BUFFER);
+        while let Some(first) = rx.recv().await {
+            // Coalesce what is already queued into one write: fewer syscalls and TLS records.
+            batch.extend_from_slice(&first);
+            while batch.len() < WRITE_BUFFER {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            writer.write_all(&batch).await?;
+            writer.flush().await?;
+            written += batch.len() as u64;
+            batch.clear();
+        }
+        let _ = writer.shutdown().await;
+        Ok(written)
+    });
+    (tx, task)
+}
+
+/// How long a closing connection may take to write out what it was given.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for a writer whose sender was dropped to drain and close, at most [`DRAIN_TIMEOUT`]
+/// (a peer that stopped reading must not keep the task alive); aborts it after that.
+pub async fn finish_writer(task: JoinHandle<std::io::Result<u64>>) {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
+        Ok(Ok(Err(e))) => tracing::debug!("writer ended with {e}"),
+        Ok(_) => {}
+        Err(_) => abort.abort(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpch_proto::rts::build;
+
+    #[tokio::test]
+    async fn reads_pdus_across_reads_and_skips_the_greeting() {
+        let ping = build::ping().encode();
+        let mut wire = LEGACY_GREETING.to_vec();
+        wire.extend_from_slice(&ping);
+        wire.extend_from_slice(&ping);
+        let (mut a, b) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            for chunk in wire.chunks(3) {
+                a.write_all(chunk).await.unwrap();
+            }
+        });
+        let mut reader = PduReader::new(b, BytesMut::new()).skipping_legacy_greeting();
+        assert_eq!(reader.next().await.unwrap().unwrap(), ping);
+        assert_eq!(reader.next().await.unwrap().unwrap(), ping);
+        writer.await.unwrap();
+        assert!(reader.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_greeting_is_optional_and_garbage_is_refused() {
+        let ping = build::ping().encode();
+        let mut reader = PduReader::new(&ping[..], BytesMut::new()).skipping_legacy_greeting();
+        assert_eq!(reader.next().await.unwrap().unwrap(), ping);
+
+        let mut reader =
+            PduReader::new(&b"nonsense-and-more"[..], BytesMut::new()).skipping_legacy_greeting();
+        assert!(matches!(reader.next().await, Err(ReadError::BadGreeting)));
+
+        let mut reader = PduReader::new(&ping[..10], BytesMut::new());
+        assert!(matches!(
+            reader.next().await,
+            Err(ReadError::TruncatedPdu(10))
+        ));
+    }
+
+    #[tokio::test]
+    async fn stops_at_the_body_length() {
+        let ping = build::ping().encode();
+        let twice = [ping.clone(), ping.clone()].concat();
+        let mut reader = PduReader::new(&twice[..], BytesMut::new()).with_body_length(20);
+        assert!(reader.next().await.unwrap().is_some());
+        assert!(reader.next().await.unwrap().is_none());
+
+        let mut reader = PduReader::new(&twice[..], BytesMut::new()).with_body_length(30);
+        assert!(reader.next().await.unwrap().is_some());
+        assert!(matches!(
+            reader.next().await,
+            Err(ReadError::PastBodyEnd(30))
+        ));
+    }
+
+    #[tokio::test]
+    async fn writer_writes_in_order_and_shuts_down() {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let (tx, task) = spawn_writer(a);
+        for i in 0..100u8 {
+            tx.send(Bytes::from(vec![i; 1000])).await.unwrap();
+        }
+        drop(tx);
+        assert_eq!(task.await.unwrap().unwrap(), 100_000);
+        let mut all = Vec::new();
+        b.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all.len(), 100_000);
+        assert!(
+            all.chunks(1000)
+                .enumerate()
+                .all(|(i, c)| c.iter().all(|&x| x == i as u8))
+        );
+    }
+}

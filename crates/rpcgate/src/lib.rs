@@ -1,0 +1,9 @@
+//! rpcgate: an RPC-over-HTTP (MS-RPCH v2) gateway, the tokio shell over `rpch-proto`.
+//!
+//! # Layout
+//! - [`framed`]: PDU framing over byte streams and writer tasks.
+//! - [`connect`]: outgoing TCP with happy eyeballs over every address of a name.
+pub mod connect;
+pub mod endpoint;
+pub mod framed;
+pub mod ids;
