@@ -42,8 +42,15 @@ fuzz_target!(|data: &[u8]| {
             let expected = pdu_length(&buf);
             match split_pdu(&mut buf) {
                 Ok(Some(pdu)) => {
-                    assert_eq!(expected, Ok(Some(pdu.len())), "split_pdu and pdu_length disagree");
-                    assert!(pdu.len() >= COMMON_HEADER_LEN, "PDU shorter than its header");
+                    assert_eq!(
+                        expected,
+                        Ok(Some(pdu.len())),
+                        "split_pdu and pdu_length disagree"
+                    );
+                    assert!(
+                        pdu.len() >= COMMON_HEADER_LEN,
+                        "PDU shorter than its header"
+                    );
                     assert_eq!(before, pdu.len() + buf.len(), "split_pdu lost bytes");
                     framed += pdu.len();
                     let header = match CommonHeader::parse(&pdu) {
@@ -65,5 +72,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    assert_eq!(fed, framed + buf.len(), "bytes fed != bytes framed + bytes buffered");
+    assert_eq!(
+        fed,
+        framed + buf.len(),
+        "bytes fed != bytes framed + bytes buffered"
+    );
 });

@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let encoded = pdu.encode();
-    assert_eq!(encoded.len(), pdu.encoded_len(), "encoded_len disagrees with encode");
+    assert_eq!(
+        encoded.len(),
+        pdu.encoded_len(),
+        "encoded_len disagrees with encode"
+    );
     let again = match RtsPdu::decode(&encoded) {
         Ok(again) => again,
         Err(e) => panic!("re-encoded {pdu:?} does not decode: {e}"),
@@ -21,5 +25,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(pdu, again, "RTS round trip changed the PDU");
     assert_eq!(encoded, again.encode(), "RTS encoding is not stable");
     // Context-free accessors must not panic either.
-    let _ = (pdu.name(), pdu.destination(), pdu.flow_control_ack(), pdu.is_ping());
+    let _ = (
+        pdu.name(),
+        pdu.destination(),
+        pdu.flow_control_ack(),
+        pdu.is_ping(),
+    );
 });
