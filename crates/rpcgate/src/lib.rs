@@ -6,4 +6,5 @@
 pub mod connect;
 pub mod endpoint;
 pub mod framed;
+pub mod http;
 pub mod ids;
