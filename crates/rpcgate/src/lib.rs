@@ -8,3 +8,4 @@ pub mod endpoint;
 pub mod framed;
 pub mod http;
 pub mod ids;
+pub mod valid_ports;
