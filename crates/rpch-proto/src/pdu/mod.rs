@@ -3,3 +3,6 @@
 pub mod header;
 
 pub use header::{COMMON_HEADER_LEN, CommonHeader, PacketType, is_rts, pdu_length, split_pdu};
+pub mod rpc;
+
+pub use rpc::{Pdu, SyntaxId};
