@@ -32,3 +32,4 @@ pub mod client;
 pub mod inbound;
 pub mod outbound;
 pub mod server;
+pub mod dcerpc;
