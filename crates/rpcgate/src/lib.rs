@@ -3,9 +3,12 @@
 //! # Layout
 //! - [`framed`]: PDU framing over byte streams and writer tasks.
 //! - [`connect`]: outgoing TCP with happy eyeballs over every address of a name.
+pub mod config;
 pub mod connect;
 pub mod endpoint;
 pub mod framed;
 pub mod http;
 pub mod ids;
+pub mod proxy;
+pub mod rpch_client;
 pub mod valid_ports;

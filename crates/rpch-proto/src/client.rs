@@ -273,6 +273,16 @@ impl ClientVc {
         Some(pdu)
     }
 
+    /// Whether a received RPC PDU is waiting for [`ClientVc::poll_received`].
+    pub fn has_received(&self) -> bool {
+        !self.received.is_empty()
+    }
+
+    /// Back-pressure: read the OUT channel only while this is true.
+    pub fn wants_out_data(&self) -> bool {
+        self.from_out.pending() < u64::from(self.config.receive_window)
+    }
+
     /// Idle interval after which the client pings the inbound proxy: half its timeout.
     fn ping_interval(&self) -> Option<Duration> {
         (self.params.in_proxy_timeout_ms > 0)

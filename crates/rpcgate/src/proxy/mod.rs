@@ -1,0 +1,174 @@
+//! The proxy: rpcgate's `/rpc/rpcproxy.dll`, the inbound and outbound proxy roles of MS-RPCH.
+//!
+//! A listener accepts TCP (and TLS) connections and serves HTTP/1.0 and 1.1 requests on them
+//! ([`http_conn`]): echo requests are answered and the connection kept for the next request;
+//! an `RPC_IN_DATA` channel request hands the connection to [`inbound`], an `RPC_OUT_DATA` one
+//! to [`outbound`], for the rest of its life. Both check the target against ValidPorts before
+//! resolving or connecting anything ([`Proxy::check_target`]): never an open relay.
+
+pub mod http_conn;
+pub mod inbound;
+pub mod outbound;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::connect::{TCP_KEEPALIVE_IDLE, tune_socket};
+use crate::http::Target;
+use crate::ids::next_conn_id;
+use crate::valid_ports::ValidPorts;
+
+/// Settings shared by every listener of the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Receive window of both proxy roles (CONN/B2 and CONN/A2).
+    pub receive_window: u32,
+    /// ConnectionTimeout announced in CONN/A3 and CONN/B2, ms.
+    pub connection_timeout_ms: u32,
+    /// Content-Length of OUT channel responses (CONN/A2 ChannelLifetime).
+    pub out_channel_lifetime: u32,
+    /// Per-address timeout for connections to servers.
+    pub connect_timeout: Duration,
+    /// Bound on each setup stage: request head, first PDU, CONN/B3, CONN/C1.
+    pub handshake_timeout: Duration,
+    /// How long an idle keep-alive HTTP connection may wait for its next request.
+    pub keepalive_timeout: Duration,
+}
+
+/// Counters the proxy keeps (status page, metrics, tests).
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub connections: AtomicU64,
+    pub echo_requests: AtomicU64,
+    pub in_channels: AtomicU64,
+    pub out_channels: AtomicU64,
+    pub channels_active: AtomicU64,
+    pub denied_by_valid_ports: AtomicU64,
+    pub server_unreachable: AtomicU64,
+    pub http_errors: AtomicU64,
+}
+
+/// The proxy: settings, the live allow-list and counters.
+#[derive(Debug)]
+pub struct Proxy {
+    pub settings: ProxySettings,
+    valid_ports: RwLock<Arc<ValidPorts>>,
+    pub stats: ProxyStats,
+}
+
+/// Per-listener policy.
+#[derive(Clone)]
+pub struct ListenerPolicy {
+    /// TLS, if this listener terminates it.
+    pub tls: Option<TlsAcceptor>,
+    /// Unauthenticated requests are served (loopback listeners, or `allow_anonymous`).
+    pub allow_anonymous: bool,
+}
+
+impl std::fmt::Debug for ListenerPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerPolicy")
+            .field("tls", &self.tls.is_some())
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish()
+    }
+}
+
+impl Proxy {
+    pub fn new(settings: ProxySettings, valid_ports: ValidPorts) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            valid_ports: RwLock::new(Arc::new(valid_ports)),
+            stats: ProxyStats::default(),
+        })
+    }
+
+    /// The allow-list in force now.
+    pub fn valid_ports(&self) -> Arc<ValidPorts> {
+        match self.valid_ports.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the allow-list atomically; live channels keep running.
+    pub fn set_valid_ports(&self, valid_ports: ValidPorts) {
+        let new = Arc::new(valid_ports);
+        match self.valid_ports.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    /// Whether the target may be connected to. Called before any name resolution.
+    pub fn check_target(&self, target: &Target) -> bool {
+        let allowed = self
+            .valid_ports()
+            .allows(&target.host, target.port)
+            .is_some();
+        if !allowed {
+            self.stats
+                .denied_by_valid_ports
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        allowed
+    }
+}
+
+/// Serves HTTP(S) on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPolicy) {
+    let local = listener.local_addr().ok();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(listener = ?local, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        tune_socket(&stream, TCP_KEEPALIVE_IDLE);
+        proxy.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let conn_id = next_conn_id();
+        let span = info_span!("http", conn = conn_id, peer = %peer);
+        let proxy = proxy.clone();
+        let policy = policy.clone();
+        tokio::spawn(
+            async move {
+                match &policy.tls {
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            proxy.settings.handshake_timeout,
+                            acceptor.accept(stream),
+                        );
+                        match handshake.await {
+                            Ok(Ok(tls)) => {
+                                http_conn::serve_connection(proxy, policy, tls, peer, conn_id).await
+                            }
+                            Ok(Err(e)) => debug!("TLS handshake failed: {e}"),
+                            Err(_) => debug!("TLS handshake timed out"),
+                        }
+                    }
+                    None => http_conn::serve_connection(proxy, policy, stream, peer, conn_id).await,
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// The client address CONN/B2 reports: the TCP peer (IPv4-mapped IPv6 shown as IPv4).
+pub fn client_address(peer: SocketAddr) -> std::net::IpAddr {
+    match peer.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
