@@ -1,5 +1,5 @@
 //! Stream framing: bytes arrive in arbitrary pieces, `split_pdu` takes whole PDUs off the front
-//! of the buffer, and each PDU's header (and RTS body) is decoded, as the I/O shell does.
+//! of the buffer, and each PDU's header and body (RTS or RPC) is decoded, as the I/O shell does.
 //!
 //! Input layout: byte 0 gives how many chunk-size bytes follow (1..=8); each of those gives one
 //! chunk size (1..=256 bytes), used in turn; everything after them is the byte stream.
@@ -11,6 +11,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use rpch_proto::pdu::rpc::Pdu;
 use rpch_proto::pdu::{COMMON_HEADER_LEN, CommonHeader, is_rts, pdu_length, split_pdu};
 use rpch_proto::rts::RtsPdu;
 
@@ -60,6 +61,8 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(usize::from(header.frag_length), pdu.len());
                     if is_rts(&pdu) {
                         let _ = RtsPdu::decode(&pdu);
+                    } else {
+                        let _ = Pdu::decode(&pdu);
                     }
                 }
                 Ok(None) => {
