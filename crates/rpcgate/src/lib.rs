@@ -12,3 +12,4 @@ pub mod ids;
 pub mod proxy;
 pub mod rpch_client;
 pub mod valid_ports;
+pub mod demo;
