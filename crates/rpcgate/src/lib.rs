@@ -5,11 +5,12 @@
 //! - [`connect`]: outgoing TCP with happy eyeballs over every address of a name.
 pub mod config;
 pub mod connect;
+pub mod demo;
 pub mod endpoint;
 pub mod framed;
 pub mod http;
 pub mod ids;
 pub mod proxy;
+pub mod rpc_client;
 pub mod rpch_client;
 pub mod valid_ports;
-pub mod demo;

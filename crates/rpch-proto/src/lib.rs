@@ -29,7 +29,7 @@ pub mod flow;
 pub mod outbox;
 
 pub mod client;
+pub mod dcerpc;
 pub mod inbound;
 pub mod outbound;
 pub mod server;
-pub mod dcerpc;

@@ -53,6 +53,17 @@ pub mod reason {
     pub const ABSTRACT_SYNTAX_NOT_SUPPORTED: u16 = 1;
     pub const PROPOSED_TRANSFER_SYNTAXES_NOT_SUPPORTED: u16 = 2;
     pub const LOCAL_LIMIT_EXCEEDED: u16 = 3;
+
+    /// The symbolic name of a reason, for error messages.
+    pub fn name(reason: u16) -> &'static str {
+        match reason {
+            NOT_SPECIFIED => "reason_not_specified",
+            ABSTRACT_SYNTAX_NOT_SUPPORTED => "abstract_syntax_not_supported",
+            PROPOSED_TRANSFER_SYNTAXES_NOT_SUPPORTED => "proposed_transfer_syntaxes_not_supported",
+            LOCAL_LIMIT_EXCEEDED => "local_limit_exceeded",
+            _ => "unknown reason",
+        }
+    }
 }
 
 /// `p_reject_reason_t` (C706 12.6.3.1, extended by MS-RPCE 2.2.2.5): why a bind was refused.
@@ -67,6 +78,23 @@ pub mod reject_reason {
     pub const NO_PSAP_AVAILABLE: u16 = 7;
     pub const AUTHENTICATION_TYPE_NOT_RECOGNIZED: u16 = 8;
     pub const INVALID_CHECKSUM: u16 = 9;
+
+    /// The symbolic name of a reject reason, for error messages.
+    pub fn name(reason: u16) -> &'static str {
+        match reason {
+            NOT_SPECIFIED => "reason_not_specified",
+            TEMPORARY_CONGESTION => "temporary_congestion",
+            LOCAL_LIMIT_EXCEEDED => "local_limit_exceeded",
+            CALLED_PADDR_UNKNOWN => "called_paddr_unknown",
+            PROTOCOL_VERSION_NOT_SUPPORTED => "protocol_version_not_supported",
+            DEFAULT_CONTEXT_NOT_SUPPORTED => "default_context_not_supported",
+            USER_DATA_NOT_READABLE => "user_data_not_readable",
+            NO_PSAP_AVAILABLE => "no_psap_available",
+            AUTHENTICATION_TYPE_NOT_RECOGNIZED => "authentication_type_not_recognized",
+            INVALID_CHECKSUM => "invalid_checksum",
+            _ => "unknown reason",
+        }
+    }
 }
 
 /// Fault statuses (C706 appendix E, and the Windows codes seen in the same field).
