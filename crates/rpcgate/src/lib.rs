@@ -13,4 +13,5 @@ pub mod ids;
 pub mod proxy;
 pub mod rpc_client;
 pub mod rpch_client;
+pub mod tls;
 pub mod valid_ports;
