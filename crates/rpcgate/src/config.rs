@@ -4,7 +4,7 @@
 //! [`Config::embedded_default`] parses the embedded default ([`EMBEDDED_DEFAULT`], the file
 //! `default.toml` next to this one, which doubles as the commented example) through the same
 //! code. Reading happens in two steps: serde reads the file into the schema in
-//! [`schema`] (unknown keys rejected), then this module applies defaults, checks ranges and
+//! `schema` (unknown keys rejected), then this module applies defaults, checks ranges and
 //! cross-field rules, and builds the typed [`Config`]. Every error names the file, the line
 //! and column when known, the key path (`proxy.listener[1].tls`) and what was expected.
 

@@ -8,8 +8,8 @@
 //! the decisions taken from them; bodies are raw bytes handled by the connection shells.
 //! - [`head`]: parsing request heads (server side) and response heads (rpcgate's own client),
 //!   with size limits and the framing checks (Content-Length, Transfer-Encoding, keep-alive).
-//! - [`classify`]: what a request is (echo, IN channel, OUT channel, v1, an error) and the
-//!   `?server:port` target parser (notes §2.1, §2.2).
+//! - [`classify`](mod@classify): what a request is (echo, IN channel, OUT channel, v1, an
+//!   error) and the `?server:port` target parser (notes §2.1, §2.2).
 //! - [`response`]: the exact bytes of every response the proxy sends (notes §2.4, §7).
 
 pub mod classify;
