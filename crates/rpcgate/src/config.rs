@@ -535,10 +535,20 @@ impl Ctx<'_> {
                 key: key_file.get_ref().clone(),
             },
             (true, Some(cert), None) => {
-                return Err(self.invalid(&key("cert"), cert.span(), "cert is given without key: give both PEM files, or neither for a self-signed certificate"));
+                return Err(self.invalid(
+                    &key("cert"),
+                    cert.span(),
+                    "cert is given without key: give both PEM files, or neither for a \
+                     self-signed certificate",
+                ));
             }
             (true, None, Some(key_file)) => {
-                return Err(self.invalid(&key("key"), key_file.span(), "key is given without cert: give both PEM files, or neither for a self-signed certificate"));
+                return Err(self.invalid(
+                    &key("key"),
+                    key_file.span(),
+                    "key is given without cert: give both PEM files, or neither for a \
+                     self-signed certificate",
+                ));
             }
             (false, cert, key_file) => {
                 if let Some(file) = cert.as_ref().or(key_file.as_ref()) {

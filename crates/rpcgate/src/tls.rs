@@ -62,7 +62,11 @@ pub enum TlsError {
         source: io::Error,
     },
     /// The file has no PEM block at all (perhaps DER, or the wrong file).
-    #[error("{what} file {} is not PEM (no -----BEGIN ...----- block found; DER files must be converted)", path.display())]
+    #[error(
+        "{what} file {} is not PEM (no -----BEGIN ...----- block found; DER files must be \
+         converted)",
+        path.display()
+    )]
     NotPem {
         /// What the file should hold.
         what: &'static str,
@@ -81,7 +85,10 @@ pub enum TlsError {
         source: io::Error,
     },
     /// PEM, but no CERTIFICATE block.
-    #[error("{what} file {} contains no certificate (expected a -----BEGIN CERTIFICATE----- block)", path.display())]
+    #[error(
+        "{what} file {} contains no certificate (expected a -----BEGIN CERTIFICATE----- block)",
+        path.display()
+    )]
     NoCertificate {
         /// What the file should hold.
         what: &'static str,
@@ -89,13 +96,21 @@ pub enum TlsError {
         path: PathBuf,
     },
     /// PEM, but no private key block.
-    #[error("private key file {} contains no private key (expected PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)", path.display())]
+    #[error(
+        "private key file {} contains no private key (expected PRIVATE KEY, RSA PRIVATE KEY \
+         or EC PRIVATE KEY)",
+        path.display()
+    )]
     NoPrivateKey {
         /// The file.
         path: PathBuf,
     },
     /// The key is unusable or does not belong to the certificate.
-    #[error("certificate {} and private key {} cannot be used together: {source}", cert.display(), key.display())]
+    #[error(
+        "certificate {} and private key {} cannot be used together: {source}",
+        cert.display(),
+        key.display()
+    )]
     CertKey {
         /// The certificate file.
         cert: PathBuf,
@@ -106,7 +121,10 @@ pub enum TlsError {
         source: rustls::Error,
     },
     /// None of the certificates in a CA file could be used as a trust anchor.
-    #[error("CA file {} holds no usable CA certificate ({invalid} could not be parsed)", path.display())]
+    #[error(
+        "CA file {} holds no usable CA certificate ({invalid} could not be parsed)",
+        path.display()
+    )]
     NoUsableCa {
         /// The file.
         path: PathBuf,
@@ -115,7 +133,8 @@ pub enum TlsError {
     },
     /// No CA file given, not insecure, and no system bundle.
     #[error(
-        "no CA certificates to verify the server with: give a CA file, or install the system bundle {SYSTEM_CA_BUNDLE}, or (for tests only) accept any certificate"
+        "no CA certificates to verify the server with: give a CA file, or install the system \
+         bundle {SYSTEM_CA_BUNDLE}, or (for tests only) accept any certificate"
     )]
     NoTrustAnchors,
     /// Generating the self-signed certificate failed (a bug or an unusable host name).
