@@ -1,17 +1,32 @@
 //! rpcgate: an RPC-over-HTTP (MS-RPCH v2) gateway, the tokio shell over `rpch-proto`.
 //!
 //! # Layout
+//! - [`serve`] / [`gateway`]: configuration to running listeners, and `rpcgate serve`.
+//! - [`config`]: the TOML configuration file and the embedded default.
+//! - [`proxy`]: `/rpc/rpcproxy.dll`, the inbound and outbound proxy roles over HTTP(S).
+//! - [`endpoint`]: the server role, pairing IN and OUT legs and bridging to a backend.
+//! - [`demo`]: the built-in DCE/RPC service (mgmt, rpcecho) over ncacn_ip_tcp.
+//! - [`http`]: request/response heads, request classification, response bytes.
+//! - [`valid_ports`]: the allow-list of targets.
+//! - [`tls`]: certificates (self-signed generation) and rustls configurations.
+//! - [`rpch_client`]: rpcgate's own RPC-over-HTTP client transport.
+//! - [`rpc_client`]: a DCE/RPC client (bind, calls) over any PDU transport.
+//! - [`ping`]: `rpcgate ping`.
 //! - [`framed`]: PDU framing over byte streams and writer tasks.
 //! - [`connect`]: outgoing TCP with happy eyeballs over every address of a name.
+//! - [`ids`]: connection ids for logs.
 pub mod config;
 pub mod connect;
 pub mod demo;
 pub mod endpoint;
 pub mod framed;
+pub mod gateway;
 pub mod http;
 pub mod ids;
+pub mod ping;
 pub mod proxy;
 pub mod rpc_client;
 pub mod rpch_client;
+pub mod serve;
 pub mod tls;
 pub mod valid_ports;

@@ -1,1 +1,108 @@
-fn main() {}
+//! The `rpcgate` command: a thin front over the library (argument parsing and exit codes).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// RPC over HTTP (MS-RPCH v2) gateway: proxy, endpoint, demo service and diagnostics.
+#[derive(Debug, Parser)]
+#[command(name = "rpcgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the embedded default configuration when no --config is given).
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Open a virtual connection through a proxy to an endpoint and make a real RPC call.
+    Ping {
+        /// The proxy: https://host[:port], http://host:port, or a bare host name (HTTPS, 443).
+        proxy: String,
+        /// The RPC server behind the proxy, as server:port.
+        #[arg(short = 'e', long = "endpoint", value_name = "SERVER:PORT")]
+        endpoint: String,
+        /// Accept any TLS certificate (testing only).
+        #[arg(long)]
+        insecure: bool,
+        /// Trust this CA certificate (PEM) for the proxy's TLS certificate.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Seconds allowed for each stage.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Print the effective ValidPorts allow-list, one entry per line with its origin.
+    Validports {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the embedded default configuration (a starting point for a config file).
+    DefaultConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("rpcgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => match runtime.block_on(rpcgate::serve::run(config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rpcgate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Ping {
+            proxy,
+            endpoint,
+            insecure,
+            ca,
+            timeout,
+        } => {
+            let proxy = match proxy.parse() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("rpcgate ping: {e}");
+                    return ExitCode::from(rpcgate::ping::exit::USAGE as u8);
+                }
+            };
+            let args = rpcgate::ping::PingArgs {
+                proxy,
+                endpoint,
+                insecure,
+                ca,
+                timeout: Duration::from_secs(timeout.max(1)),
+            };
+            let code = runtime.block_on(rpcgate::ping::run(args));
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        Command::Validports { config } => match rpcgate::serve::print_valid_ports(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rpcgate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::DefaultConfig => {
+            print!("{}", rpcgate::config::EMBEDDED_DEFAULT);
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -220,6 +220,16 @@ impl HttpTransport {
     }
 }
 
+impl crate::rpc_client::PduTransport for HttpTransport {
+    async fn send(&mut self, pdu: Bytes) -> std::io::Result<()> {
+        HttpTransport::send(self, pdu).await
+    }
+
+    async fn recv(&mut self) -> std::io::Result<Bytes> {
+        HttpTransport::recv(self).await
+    }
+}
+
 /// Sends RPC PDUs on a virtual connection (see [`HttpTransport::sender`]).
 #[derive(Debug, Clone)]
 pub struct PduSender {

@@ -91,6 +91,7 @@ pub async fn run<S>(
         let mut server_reader = PduReader::new(server_r, BytesMut::new()).skipping_legacy_greeting();
         let (server_tx, server_task) = spawn_writer(server_w);
         let opened_by = tokio::time::Instant::now() + settings.handshake_timeout;
+        let mut idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
 
         let outcome: String = loop {
             while machine.has_transmit_to_server() {
@@ -111,12 +112,18 @@ pub async fn run<S>(
             let opening = machine.state() != rpch_proto::inbound::InboundState::Opened;
             tokio::select! {
                 read = client.next(), if machine.wants_client_data() => match read {
-                    Ok(Some(pdu)) => if let Err(e) = machine.handle_client_pdu(pdu) { break format!("client: {e}") },
+                    Ok(Some(pdu)) => {
+                        idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
+                        if let Err(e) = machine.handle_client_pdu(pdu) { break format!("client: {e}") }
+                    }
                     Ok(None) => break "the client ended the IN channel".into(),
                     Err(e) => break format!("client: {e}"),
                 },
                 read = server_reader.next() => match read {
-                    Ok(Some(pdu)) => if let Err(e) = machine.handle_server_pdu(pdu) { break format!("server: {e}") },
+                    Ok(Some(pdu)) => {
+                        idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
+                        if let Err(e) = machine.handle_server_pdu(pdu) { break format!("server: {e}") }
+                    }
                     Ok(None) => break "the server closed the IN leg".into(),
                     Err(e) => break format!("server: {e}"),
                 },
@@ -126,6 +133,9 @@ pub async fn run<S>(
                 },
                 () = tokio::time::sleep_until(opened_by), if opening => {
                     break "the server did not answer CONN/B2 in time".into();
+                }
+                () = tokio::time::sleep_until(idle_deadline) => {
+                    break format!("no traffic for {} s (idle_timeout)", settings.idle_timeout.as_secs());
                 }
             }
         };

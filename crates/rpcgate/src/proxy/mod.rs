@@ -39,6 +39,10 @@ pub struct ProxySettings {
     pub handshake_timeout: Duration,
     /// How long an idle keep-alive HTTP connection may wait for its next request.
     pub keepalive_timeout: Duration,
+    /// A channel with no PDU in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// Client connections served at once; more are closed on accept.
+    pub max_connections: usize,
 }
 
 /// Counters the proxy keeps (status page, metrics, tests).
@@ -52,6 +56,7 @@ pub struct ProxyStats {
     pub denied_by_valid_ports: AtomicU64,
     pub server_unreachable: AtomicU64,
     pub http_errors: AtomicU64,
+    pub refused_over_limit: AtomicU64,
 }
 
 /// The proxy: settings, the live allow-list and counters.
@@ -60,6 +65,8 @@ pub struct Proxy {
     pub settings: ProxySettings,
     valid_ports: RwLock<Arc<ValidPorts>>,
     pub stats: ProxyStats,
+    /// One permit per client connection being served (`max_connections`).
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// Per-listener policy.
@@ -83,9 +90,10 @@ impl std::fmt::Debug for ListenerPolicy {
 impl Proxy {
     pub fn new(settings: ProxySettings, valid_ports: ValidPorts) -> Arc<Self> {
         Arc::new(Self {
-            settings,
+            connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
             valid_ports: RwLock::new(Arc::new(valid_ports)),
             stats: ProxyStats::default(),
+            settings,
         })
     }
 
@@ -133,6 +141,15 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPol
                 continue;
             }
         };
+        let Ok(permit) = proxy.connections.clone().try_acquire_owned() else {
+            // Over the limit: close at once rather than queue (the client retries).
+            proxy
+                .stats
+                .refused_over_limit
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, limit = proxy.settings.max_connections, "connection refused: max_connections reached");
+            continue;
+        };
         tune_socket(&stream, TCP_KEEPALIVE_IDLE);
         proxy.stats.connections.fetch_add(1, Ordering::Relaxed);
         let conn_id = next_conn_id();
@@ -141,6 +158,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPol
         let policy = policy.clone();
         tokio::spawn(
             async move {
+                let _permit = permit;
                 match &policy.tls {
                     Some(acceptor) => {
                         let handshake = tokio::time::timeout(

@@ -107,9 +107,11 @@ pub async fn run<S>(
             .send(Bytes::from(response::out_channel_ok(lifetime)))
             .await;
         let mut body_sent = 0u64;
+        let mut body_sent_before = 0u64;
         let (mut client_r, _) = client.into_parts();
         let mut scratch = [0u8; 64];
         let opened_by = tokio::time::Instant::now() + settings.handshake_timeout;
+        let mut idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
 
         let outcome: String = loop {
             let now = Instant::now();
@@ -140,6 +142,12 @@ pub async fn run<S>(
                     info!("OUT channel opened");
                 }
             }
+            if body_sent != body_sent_before {
+                // Our pings count as traffic: an idle Outlook keeps its channels for hours,
+                // and a dead client is found by the failing writes and TCP keep-alive.
+                idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
+                body_sent_before = body_sent;
+            }
             if body_sent > lifetime {
                 // Recycling would have started long before; without it the channel is over.
                 break "the OUT channel's Content-Length is used up".into();
@@ -148,7 +156,10 @@ pub async fn run<S>(
             let ping_at = machine.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
                 read = server_reader.next(), if machine.wants_server_data() => match read {
-                    Ok(Some(pdu)) => if let Err(e) = machine.handle_server_pdu(pdu) { break format!("server: {e}") },
+                    Ok(Some(pdu)) => {
+                        idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
+                        if let Err(e) = machine.handle_server_pdu(pdu) { break format!("server: {e}") }
+                    }
                     Ok(None) => break "the server closed the OUT leg".into(),
                     Err(e) => break format!("server: {e}"),
                 },
@@ -172,6 +183,9 @@ pub async fn run<S>(
                 () = tokio::time::sleep_until(ping_at.unwrap_or(opened_by)), if ping_at.is_some() => {}
                 () = tokio::time::sleep_until(opened_by), if opening => {
                     break "the server did not answer CONN/A2 in time".into();
+                }
+                () = tokio::time::sleep_until(idle_deadline) => {
+                    break format!("no traffic for {} s (idle_timeout)", settings.idle_timeout.as_secs());
                 }
             }
         };

@@ -29,6 +29,8 @@ pub fn proxy_settings() -> ProxySettings {
         connect_timeout: Duration::from_secs(2),
         handshake_timeout: Duration::from_secs(10),
         keepalive_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(300),
+        max_connections: 10_000,
     }
 }
 

@@ -1,0 +1,238 @@
+//! Starting and holding a running gateway: the demo service, the endpoints and the proxy
+//! listeners, in that order (each may depend on the one before), from a [`GatewaySpec`].
+//!
+//! `rpcgate serve` builds the spec from the config file; tests build it directly with port 0
+//! everywhere and read the bound addresses back from [`RunningGateway`]. Binding happens
+//! before anything is spawned, so a port already in use is reported as a start-up error that
+//! names the address, never as a half-started gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::info;
+
+use crate::endpoint::{Backend, Endpoint, EndpointSettings};
+use crate::proxy::{ListenerPolicy, Proxy, ProxySettings};
+use crate::valid_ports::ValidPorts;
+
+/// Where an endpoint's backend is.
+#[derive(Debug, Clone)]
+pub enum BackendSpec {
+    /// The built-in demo service of this gateway.
+    Demo,
+    /// An ncacn_ip_tcp server.
+    Tcp(Backend),
+}
+
+/// One endpoint to start.
+#[derive(Debug, Clone)]
+pub struct EndpointSpec {
+    pub listen: Vec<SocketAddr>,
+    pub backend: BackendSpec,
+    /// Settings; the backend in here is replaced according to `backend`.
+    pub settings: EndpointSettings,
+}
+
+/// One proxy listener to start.
+#[derive(Clone)]
+pub struct ProxyListenerSpec {
+    pub address: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub allow_anonymous: bool,
+}
+
+impl std::fmt::Debug for ProxyListenerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyListenerSpec")
+            .field("address", &self.address)
+            .field("tls", &self.tls.is_some())
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish()
+    }
+}
+
+/// Everything a gateway runs.
+#[derive(Debug, Clone)]
+pub struct GatewaySpec {
+    pub proxy: ProxySettings,
+    pub valid_ports: ValidPorts,
+    pub listeners: Vec<ProxyListenerSpec>,
+    pub endpoints: Vec<EndpointSpec>,
+    /// Address of the demo service, if it runs.
+    pub demo: Option<SocketAddr>,
+}
+
+/// Why a gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address} ({what}): {source}")]
+    Bind {
+        address: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(
+        "an endpoint uses the demo service as its backend, but the demo service is not enabled"
+    )]
+    NoDemo,
+}
+
+/// A started gateway; dropping it stops every task.
+#[derive(Debug)]
+pub struct RunningGateway {
+    pub proxy: Arc<Proxy>,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Bound proxy listener addresses, in spec order, with whether each is TLS.
+    pub proxy_addrs: Vec<(SocketAddr, bool)>,
+    /// Bound endpoint addresses, per endpoint in spec order.
+    pub endpoint_addrs: Vec<Vec<SocketAddr>>,
+    pub demo_addr: Option<SocketAddr>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningGateway {
+    /// The first plain-HTTP proxy listener.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.proxy_addrs
+            .iter()
+            .find(|(_, tls)| !tls)
+            .map(|(a, _)| *a)
+    }
+
+    /// The first HTTPS proxy listener.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.proxy_addrs
+            .iter()
+            .find(|(_, tls)| *tls)
+            .map(|(a, _)| *a)
+    }
+
+    /// Waits until a task ends (they normally never do).
+    pub async fn wait(&mut self) {
+        let _ = self.tasks.join_next().await;
+    }
+}
+
+async fn bind(address: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
+    // std's bind sets SO_REUSEADDR on Unix via tokio; an IPv6 socket is v6-only so that
+    // 127.0.0.1 and ::1 can be bound side by side.
+    let socket = if address.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()
+    } else {
+        tokio::net::TcpSocket::new_v4()
+    }
+    .map_err(|source| StartError::Bind {
+        address,
+        what,
+        source,
+    })?;
+    let _ = socket.set_reuseaddr(true);
+    if address.is_ipv6() {
+        let _ = socket2::SockRef::from(&socket).set_only_v6(true);
+    }
+    socket
+        .bind(address)
+        .and_then(|()| socket.listen(1024))
+        .map_err(|source| StartError::Bind {
+            address,
+            what,
+            source,
+        })
+}
+
+/// Binds everything in `spec` and spawns the tasks.
+pub async fn start(spec: GatewaySpec) -> Result<RunningGateway, StartError> {
+    let mut tasks = JoinSet::new();
+
+    let demo_addr = match spec.demo {
+        Some(address) => {
+            let listener = bind(address, "demo service").await?;
+            let bound = listener.local_addr().unwrap_or(address);
+            info!(address = %bound, "demo RPC service listening (ncacn_ip_tcp: mgmt, rpcecho)");
+            tasks.spawn(async move {
+                if let Err(e) = crate::demo::serve(listener).await {
+                    tracing::error!("demo service stopped: {e}");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
+
+    let mut endpoints = Vec::new();
+    let mut endpoint_addrs = Vec::new();
+    for endpoint_spec in spec.endpoints {
+        let mut settings = endpoint_spec.settings;
+        settings.backend = match endpoint_spec.backend {
+            BackendSpec::Demo => {
+                let demo = demo_addr.ok_or(StartError::NoDemo)?;
+                Backend {
+                    host: demo.ip().to_string(),
+                    port: demo.port(),
+                }
+            }
+            BackendSpec::Tcp(backend) => backend,
+        };
+        let backend = settings.backend.clone();
+        let endpoint = Endpoint::new(settings);
+        let mut bound = Vec::new();
+        let addresses = endpoint_spec.listen.len();
+        for address in endpoint_spec.listen {
+            let listener = match bind(address, "endpoint").await {
+                Ok(listener) => listener,
+                // A host without IPv6 cannot bind [::1]; the IPv4 listener still serves, and
+                // the proxy tries every address of the name.
+                Err(StartError::Bind { source, .. })
+                    if address.is_ipv6()
+                        && addresses > 1
+                        && matches!(
+                            source.kind(),
+                            std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported
+                        ) =>
+                {
+                    tracing::warn!(%address, "IPv6 is not available here; endpoint not listening on {address}: {source}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let local = listener.local_addr().unwrap_or(address);
+            info!(address = %local, backend = %backend, "endpoint listening (ncacn_http)");
+            bound.push(local);
+            tasks.spawn(crate::endpoint::serve(listener, endpoint.clone()));
+        }
+        endpoints.push(endpoint);
+        endpoint_addrs.push(bound);
+    }
+
+    let proxy = Proxy::new(spec.proxy, spec.valid_ports);
+    info!(valid_ports = %proxy.valid_ports(), "ValidPorts");
+    let mut proxy_addrs = Vec::new();
+    for listener_spec in spec.listeners {
+        let listener = bind(listener_spec.address, "proxy").await?;
+        let local = listener.local_addr().unwrap_or(listener_spec.address);
+        let tls = listener_spec.tls.is_some();
+        info!(
+            url = %format!("{}://{local}/rpc/rpcproxy.dll", if tls { "https" } else { "http" }),
+            anonymous = listener_spec.allow_anonymous,
+            "proxy listening"
+        );
+        proxy_addrs.push((local, tls));
+        let policy = ListenerPolicy {
+            tls: listener_spec.tls.map(TlsAcceptor::from),
+            allow_anonymous: listener_spec.allow_anonymous,
+        };
+        tasks.spawn(crate::proxy::serve(listener, proxy.clone(), policy));
+    }
+
+    Ok(RunningGateway {
+        proxy,
+        endpoints,
+        proxy_addrs,
+        endpoint_addrs,
+        demo_addr,
+        tasks,
+    })
+}

@@ -1,0 +1,179 @@
+//! `rpcgate serve`: load the configuration (or the embedded default), set up logging and TLS,
+//! turn the configuration into a [`GatewaySpec`], start it and run until interrupted.
+//!
+//! The start-up log says what listens where, which certificate is served (and whether it was
+//! just generated), and what ValidPorts allows, so an administrator sees the whole shape of the
+//! gateway in the first lines.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Backend, Config, ListenerTls};
+use crate::endpoint::EndpointSettings;
+use crate::gateway::{BackendSpec, EndpointSpec, GatewaySpec, ProxyListenerSpec, start};
+use crate::proxy::ProxySettings;
+
+/// Loads `path`, or the embedded default when `None`.
+pub fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(&path)?,
+        None => Config::embedded_default()?,
+    })
+}
+
+/// How long a new endpoint leg may take to send its first PDU.
+const FIRST_PDU_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds the runnable spec (and TLS material) from a configuration.
+pub fn spec_from_config(config: &Config) -> anyhow::Result<GatewaySpec> {
+    let proxy = &config.proxy;
+    let settings = ProxySettings {
+        receive_window: proxy.receive_window,
+        connection_timeout_ms: proxy.connection_timeout_ms(),
+        out_channel_lifetime: proxy.out_channel_lifetime,
+        connect_timeout: proxy.connect_timeout,
+        handshake_timeout: proxy.handshake_timeout,
+        keepalive_timeout: proxy.handshake_timeout.max(Duration::from_secs(120)),
+        idle_timeout: proxy.idle_timeout,
+        max_connections: proxy.max_connections,
+    };
+    let mut listeners = Vec::new();
+    for listener in &proxy.listeners {
+        let tls = match &listener.tls {
+            ListenerTls::Plain => None,
+            ListenerTls::SelfSigned => {
+                let pair = crate::tls::load_or_generate_self_signed(&config.state_dir)
+                    .context("self-signed certificate")?;
+                info!(
+                    cert = %pair.cert.display(),
+                    generated = pair.generated,
+                    "TLS certificate (self-signed) for {}", listener.address
+                );
+                Some(crate::tls::server_config(&pair.cert, &pair.key)?)
+            }
+            ListenerTls::Files { cert, key } => {
+                info!(cert = %cert.display(), "TLS certificate for {}", listener.address);
+                Some(crate::tls::server_config(cert, key)?)
+            }
+        };
+        if listener.allow_anonymous && !listener.is_loopback() {
+            warn!(
+                "listener {} accepts ANONYMOUS clients off loopback (allow_anonymous = true): \
+                 anyone who reaches it can use every ValidPorts target",
+                listener.address
+            );
+        }
+        listeners.push(ProxyListenerSpec {
+            address: listener.address,
+            tls,
+            allow_anonymous: listener.anonymous_allowed(),
+        });
+    }
+    let mut uses_demo = false;
+    let endpoints = config
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            let backend = match &endpoint.backend {
+                Backend::Demo => {
+                    uses_demo = true;
+                    BackendSpec::Demo
+                }
+                Backend::Remote(target) => BackendSpec::Tcp(crate::endpoint::Backend {
+                    host: target.host.clone(),
+                    port: target.port,
+                }),
+            };
+            EndpointSpec {
+                listen: endpoint.listen.clone(),
+                backend,
+                settings: EndpointSettings {
+                    backend: crate::endpoint::Backend {
+                        host: String::new(),
+                        port: 0,
+                    },
+                    receive_window: endpoint.receive_window,
+                    setup_timeout: endpoint.setup_timeout,
+                    first_pdu_timeout: FIRST_PDU_TIMEOUT,
+                    connect_timeout: proxy.connect_timeout,
+                },
+            }
+        })
+        .collect();
+    Ok(GatewaySpec {
+        proxy: settings,
+        valid_ports: proxy.valid_ports.clone(),
+        listeners,
+        endpoints,
+        demo: uses_demo.then_some(config.demo.listen),
+    })
+}
+
+fn init_logging(level: &str) {
+    // RUST_LOG overrides the configured level, for one-off debugging.
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM.
+pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    init_logging(&config.log.level);
+    info!(config = %config.source, state_dir = %config.state_dir.display(), "rpcgate {} starting", env!("CARGO_PKG_VERSION"));
+    let spec = spec_from_config(&config)?;
+    let mut gateway = start(spec).await?;
+    info!(
+        "rpcgate is running; try: rpcgate ping https://127.0.0.1:8443 -e localhost:6001 --insecure"
+    );
+    let terminate = async {
+        #[cfg(unix)]
+        {
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                term.recv().await;
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
+        () = terminate => info!("terminated; stopping"),
+        () = gateway.wait() => warn!("a listener task ended; stopping"),
+    }
+    Ok(())
+}
+
+/// `rpcgate validports`: the effective allow-list with the origin of each entry.
+pub fn print_valid_ports(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let valid_ports = &config.proxy.valid_ports;
+    if valid_ports.is_empty() {
+        println!("ValidPorts is empty: the proxy refuses every target.");
+        return Ok(());
+    }
+    println!("{:<40} {:<13} origin", "host", "ports");
+    for entry in valid_ports.entries() {
+        println!(
+            "{:<40} {:<13} {}",
+            entry.host(),
+            entry.ports().to_string(),
+            entry.origin()
+        );
+    }
+    println!("\nas a registry value: {valid_ports}");
+    Ok(())
+}
