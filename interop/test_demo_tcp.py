@@ -1,7 +1,9 @@
-"""impacket against rpcgate's demo DCE/RPC service over plain ncacn_ip_tcp (no proxy).
+"""impacket and Samba against rpcgate's demo DCE/RPC service over plain ncacn_ip_tcp (no proxy).
 
-Runs the checks of interop/impacket_demo_tcp.py (also usable by hand) against the
-`demo_server` example, started on a free loopback port.
+Runs the checks of interop/impacket_demo_tcp.py and interop/samba_demo_tcp.py (both also usable
+by hand) against the `demo_server` example, started on a free loopback port. Samba's Python
+bindings live in the system interpreter (Debian: python3-samba); without them that test is
+skipped.
 """
 
 import subprocess
@@ -12,6 +14,7 @@ import pytest
 import impacket_demo_tcp as checks
 
 ROOT = Path(__file__).resolve().parent.parent
+SYSTEM_PYTHON = "/usr/bin/python3"
 EXAMPLE = ROOT / "target" / "debug" / "examples" / "demo_server"
 
 
@@ -52,3 +55,23 @@ def test_rpcecho_calls(demo_port):
 
 def test_authenticated_bind_is_refused(demo_port):
     checks.authenticated_bind("127.0.0.1", demo_port)
+
+
+def samba_bindings():
+    try:
+        return subprocess.run([SYSTEM_PYTHON, "-c", "import samba.dcerpc.echo"],
+                              capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not samba_bindings(), reason="Samba's Python bindings are not installed")
+def test_samba_python_clients(demo_port):
+    result = subprocess.run(
+        [SYSTEM_PYTHON, str(ROOT / "interop" / "samba_demo_tcp.py"), "127.0.0.1", str(demo_port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    print(result.stdout)
+    assert result.returncode == 0, result.stderr
