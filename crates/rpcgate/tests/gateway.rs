@@ -1,0 +1,129 @@
+//! A whole gateway as `rpcgate serve` runs it (demo service, endpoint, HTTPS and HTTP proxy
+//! listeners, generated certificate), driven through real sockets by rpcgate's own client.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::Duration;
+
+use rpcgate::config::Config;
+use rpcgate::gateway::{RunningGateway, start};
+use rpcgate::rpc_client::RpcClient;
+use rpcgate::rpch_client::{ClientOptions, ProxyUrl, open};
+
+/// The embedded default, moved to free ports and a temporary state directory.
+async fn start_default_like(tag: &str) -> (RunningGateway, tempdir::TempDir) {
+    let dir = tempdir::TempDir::new(tag);
+    let text = rpcgate::config::EMBEDDED_DEFAULT
+        .replace("127.0.0.1:8443", "127.0.0.1:0")
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace(
+            "listen = [\"127.0.0.1:6001\", \"[::1]:6001\"]",
+            "listen = [\"127.0.0.1:0\"]",
+        )
+        .replace(
+            "# state_dir = \"/var/lib/rpcgate\"",
+            &format!("state_dir = {:?}", dir.path().display().to_string()),
+        );
+    let config = Config::from_toml_str(&text, "test config").unwrap();
+    let mut spec = rpcgate::serve::spec_from_config(&config).unwrap();
+    // ValidPorts must name the endpoint's real port.
+    spec.valid_ports = rpcgate::valid_ports::ValidPorts::parse(
+        "placeholder:1",
+        &rpcgate::valid_ports::Origin::Static {
+            source: "test".into(),
+        },
+    )
+    .unwrap();
+    let gateway = start(spec).await.unwrap();
+    let port = gateway.endpoint_addrs[0][0].port();
+    gateway.proxy.set_valid_ports(
+        rpcgate::valid_ports::ValidPorts::parse(
+            &format!("localhost:{port};127.0.0.1:{port}"),
+            &rpcgate::valid_ports::Origin::Static {
+                source: "test".into(),
+            },
+        )
+        .unwrap(),
+    );
+    (gateway, dir)
+}
+
+mod tempdir {
+    /// A directory removed when dropped.
+    pub struct TempDir(std::path::PathBuf);
+    impl TempDir {
+        pub fn new(tag: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "rpcgate-test-{tag}-{}-{:?}",
+                std::process::id(),
+                std::time::SystemTime::now()
+            ));
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+        pub fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn https_options(gateway_dir: &std::path::Path) -> ClientOptions {
+    // Trust exactly the certificate the gateway generated.
+    let tls = rpcgate::tls::client_config(Some(&gateway_dir.join("cert.pem")), false).unwrap();
+    ClientOptions {
+        tls: Some(tls),
+        timeout: Duration::from_secs(10),
+        ..ClientOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn one_mebibyte_calls_through_https_are_fragmented_and_come_back_intact() {
+    let (gateway, dir) = start_default_like("mib").await;
+    let proxy: ProxyUrl = format!("https://localhost:{}", gateway.https_addr().unwrap().port())
+        .parse()
+        .unwrap();
+    let target = format!("localhost:{}", gateway.endpoint_addrs[0][0].port());
+    let transport = open(&proxy, &target, &https_options(dir.path()))
+        .await
+        .unwrap();
+    let mut client = RpcClient::new(transport);
+    client.bind(rpcgate::demo::echo::interface()).await.unwrap();
+    // 1 MiB and a bit, not a multiple of any fragment or window size.
+    let data: Vec<u8> = (0..(1024 * 1024 + 4321))
+        .map(|i: u32| (i * 7 % 251) as u8)
+        .collect();
+    let echoed = client.echo_data(&data).await.unwrap();
+    assert!(echoed == data, "EchoData returned different bytes");
+    assert_eq!(client.echo_add_one(41).await.unwrap(), 42);
+    let sourced = client.source_data(300_000).await.unwrap();
+    assert_eq!(sourced, rpcgate::demo::echo::source_pattern(300_000));
+    client.sink_data(&data).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_demo_interfaces_are_listed_over_plain_http() {
+    let (gateway, _dir) = start_default_like("http").await;
+    let proxy: ProxyUrl = format!("http://127.0.0.1:{}", gateway.http_addr().unwrap().port())
+        .parse()
+        .unwrap();
+    let target = format!("localhost:{}", gateway.endpoint_addrs[0][0].port());
+    let transport = open(&proxy, &target, &ClientOptions::default())
+        .await
+        .unwrap();
+    let mut client = RpcClient::new(transport);
+    client.bind(rpcgate::demo::mgmt::interface()).await.unwrap();
+    let ids = client.mgmt_inq_if_ids().await.unwrap();
+    assert!(ids.contains(&rpcgate::demo::mgmt::interface()));
+    assert!(ids.contains(&rpcgate::demo::echo::interface()));
+}
