@@ -59,10 +59,31 @@ def rpcgate_binary():
 class Gateway:
     """A running `rpcgate serve` and the ports it listens on."""
 
-    def __init__(self, binary, tmp):
+    def __init__(self, binary, tmp, endpoints=("demo",), valid_ports=None):
+        """`endpoints`: one backend per endpoint ("demo" or "host:port"), each endpoint on a
+        free port of 127.0.0.1 and ::1 (`endpoint_ports`, in order; `endpoint_port` is the
+        first). `valid_ports`: the proxy's ValidPorts string; by default every endpoint as
+        localhost:PORT and 127.0.0.1:PORT."""
         self.https_port = free_port((socket.AF_INET,))
         self.http_port = free_port((socket.AF_INET,))
-        self.endpoint_port = free_port()
+        self.endpoint_ports = []
+        while len(self.endpoint_ports) < len(endpoints):
+            port = free_port()
+            if port not in self.endpoint_ports + [self.https_port, self.http_port]:
+                self.endpoint_ports.append(port)
+        self.endpoint_port = self.endpoint_ports[0]
+        if valid_ports is None:
+            valid_ports = ";".join(
+                f"localhost:{port};127.0.0.1:{port}" for port in self.endpoint_ports
+            )
+        endpoint_sections = "".join(
+            f"""
+[[endpoint]]
+listen = ["127.0.0.1:{port}", "[::1]:{port}"]
+backend = "{backend}"
+"""
+            for port, backend in zip(self.endpoint_ports, endpoints)
+        )
         self.state_dir = tmp / "state"
         self.config = tmp / "rpcgate.toml"
         self.log_path = tmp / "rpcgate.log"
@@ -74,7 +95,7 @@ state_dir = "{self.state_dir}"
 level = "debug"
 
 [proxy]
-valid_ports = "localhost:{self.endpoint_port};127.0.0.1:{self.endpoint_port}"
+valid_ports = "{valid_ports}"
 
 [[proxy.listener]]
 address = "127.0.0.1:{self.https_port}"
@@ -83,11 +104,7 @@ tls = true
 [[proxy.listener]]
 address = "127.0.0.1:{self.http_port}"
 tls = false
-
-[[endpoint]]
-listen = ["127.0.0.1:{self.endpoint_port}", "[::1]:{self.endpoint_port}"]
-backend = "demo"
-
+{endpoint_sections}
 [demo]
 listen = "127.0.0.1:0"
 """
@@ -99,7 +116,7 @@ listen = "127.0.0.1:0"
             stderr=subprocess.STDOUT,
             env={**os.environ, "NO_COLOR": "1"},
         )
-        for port in (self.https_port, self.http_port, self.endpoint_port):
+        for port in (self.https_port, self.http_port, *self.endpoint_ports):
             wait_for_port(port)
 
     def proxy_url(self, tls):
@@ -127,12 +144,42 @@ def gateway(rpcgate_binary, tmp_path_factory):
     gw.stop()
 
 
+@pytest.fixture(scope="session")
+def samba_dc(tmp_path_factory):
+    """A Samba AD DC provisioned for this session (interop/samba_dc.py), on loopback.
+
+    Skipped where Samba's AD DC packages are missing or the suite does not run as root,
+    except under CI (CI=true), where scripts/test-all setup must have installed them."""
+    import samba_dc as samba
+
+    missing = None
+    if not samba.installed():
+        missing = "Samba's AD DC packages are not installed (scripts/test-all setup)"
+    elif os.geteuid() != 0:
+        missing = "a Samba AD DC needs root"
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    dc = samba.SambaDC(tmp_path_factory.mktemp("samba-dc"))
+    dc.provision()
+    dc.start()
+    print(f"Samba AD DC: provisioned in {dc.provision_seconds:.1f} s, "
+          f"started in {dc.start_seconds:.1f} s, RPC ports {dc.ports}")
+    yield dc
+    dc.cleanup()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Attach the gateway's log to a failing test's report."""
+    """Attach the logs of the gateways and the Samba DC a failing test used to its report."""
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed:
-        gw = item.funcargs.get("gateway")
-        if gw is not None:
-            report.sections.append(("rpcgate log (last 200 lines)", "\n".join(gw.log_text().splitlines()[-200:])))
+        for name, value in item.funcargs.items():
+            if isinstance(value, Gateway):
+                title = "rpcgate log" if name == "gateway" else f"rpcgate log ({name})"
+                report.sections.append((f"{title} (last 200 lines)",
+                                        "\n".join(value.log_text().splitlines()[-200:])))
+            elif type(value).__name__ == "SambaDC":
+                report.sections.append(("Samba log (last 100 lines)", value.log_tail(100)))
