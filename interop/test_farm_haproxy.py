@@ -28,7 +28,7 @@ import pytest
 from impacket.dcerpc.v5 import mgmt, transport
 from impacket.http import AUTH_BASIC
 
-from conftest import ROOT, free_port, wait_for_port
+from conftest import ROOT, free_port
 
 SHIPPED_CONFIG = ROOT / "docs" / "deploy" / "haproxy.cfg"
 # Debian installs it in /usr/sbin, which a non-root PATH may lack.
@@ -37,6 +37,24 @@ VIRTUAL_CONNECTIONS = 24
 CALLS_PER_CONNECTION = 3
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def wait_listening(process, port, log_path, timeout=30.0):
+    """Waits until `port` accepts connections; fails at once, with the log, if `process`
+    exits first (a config HAProxy or rpcgate refuses, a file-descriptor limit, ...)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"{process.args[0]} exited with {process.returncode}:\n"
+                f"{Path(log_path).read_text(errors='replace')}"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 class Rpcgate:
@@ -56,7 +74,7 @@ class Rpcgate:
             env={**os.environ, "NO_COLOR": "1"},
         )
         for port in ports:
-            wait_for_port(port)
+            wait_listening(self.process, port, self.log_path)
 
     def log_text(self):
         self.log.flush()
@@ -193,7 +211,7 @@ class HAProxy:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_for_port(self.port)
+        wait_listening(self.process, self.port, self.log_path)
 
     def url(self):
         return f"https://127.0.0.1:{self.port}/rpc/rpcproxy.dll"
