@@ -1,6 +1,7 @@
 //! rpcgate: an RPC-over-HTTP (MS-RPCH v2) gateway, the tokio shell over `rpch-proto`.
 //!
 //! # Layout
+//! - [`auth`]: authentication (Basic, NTLM, Negotiate), throttling and authorization.
 //! - [`serve`] / [`gateway`]: configuration to running listeners, and `rpcgate serve`.
 //! - [`config`]: the TOML configuration file and the embedded default.
 //! - [`proxy`]: `/rpc/rpcproxy.dll`, the inbound and outbound proxy roles over HTTP(S).
@@ -15,6 +16,7 @@
 //! - [`framed`]: PDU framing over byte streams and writer tasks.
 //! - [`connect`]: outgoing TCP with happy eyeballs over every address of a name.
 //! - [`ids`]: connection ids for logs.
+pub mod auth;
 pub mod config;
 pub mod connect;
 pub mod demo;
