@@ -8,7 +8,10 @@
 //! cross-field rules, and builds the typed [`Config`]. Every error names the file, the line
 //! and column when known, the key path (`proxy.listener[1].tls`) and what was expected.
 
+mod auth;
 mod schema;
+
+pub use auth::{ClientConfig, ListenerAuthConfig};
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -85,6 +88,10 @@ pub struct Config {
     pub endpoints: Vec<EndpointConfig>,
     /// `[demo]`: the built-in demo DCE/RPC service.
     pub demo: DemoConfig,
+    /// `[auth]`: how the proxy verifies credentials (server-facing; listeners pick methods).
+    pub auth: crate::auth::AuthSettings,
+    /// `[client]`: what clients will be told (client-facing, for Autodiscover).
+    pub client: ClientConfig,
 }
 
 /// `[log]`
@@ -140,9 +147,12 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// `tls` (default true), `cert` and `key` (PEM files, both or neither).
     pub tls: ListenerTls,
-    /// `allow_anonymous` (default false): accept unauthenticated clients on a non-loopback
-    /// address. Loopback listeners accept them regardless.
+    /// `allow_anonymous` (default false): accept unauthenticated clients (and plain HTTP) on a
+    /// non-loopback address, as Windows' AllowAnonymous.
     pub allow_anonymous: bool,
+    /// `auth` (methods in challenge order, and whether `"anonymous"` is accepted) and
+    /// `trusted_proxies` (TLS-offloading load balancers).
+    pub auth: ListenerAuthConfig,
 }
 
 impl ListenerConfig {
@@ -153,7 +163,7 @@ impl ListenerConfig {
 
     /// Whether unauthenticated clients are accepted here.
     pub fn anonymous_allowed(&self) -> bool {
-        self.allow_anonymous || self.is_loopback()
+        self.auth.anonymous
     }
 }
 
@@ -314,8 +324,12 @@ impl Config {
             Some(dir) => dir.get_ref().clone(),
             None => default_state_dir_with(env),
         };
+        let auth = ctx.auth(&file.auth, &state_dir)?;
+        let client = ctx.client(&file.client)?;
         let config = Config {
             source: source_name.to_owned(),
+            auth,
+            client,
             state_dir,
             log: ctx.log(&file.log)?,
             proxy: ctx.proxy(&file.proxy)?,
@@ -562,38 +576,13 @@ impl Ctx<'_> {
             }
         };
         let loopback = Config::listener_is_loopback(&address);
-        if tls == ListenerTls::Plain && !loopback {
-            let span = raw.tls.as_ref().map_or(raw.address.span(), Spanned::span);
-            return Err(self.invalid(
-                &key("tls"),
-                span,
-                format!(
-                    "plain HTTP is only allowed on loopback addresses and {address} is not one: \
-                     set tls = true or listen on 127.0.0.1 / [::1]"
-                ),
-            ));
-        }
         let allow_anonymous = raw.allow_anonymous.as_ref().is_some_and(|a| *a.get_ref());
-        // No authentication backend exists yet, so every listener serves anonymous clients;
-        // off loopback that must be a written decision.
-        if !loopback && !allow_anonymous {
-            let span = raw
-                .allow_anonymous
-                .as_ref()
-                .map_or(raw.address.span(), Spanned::span);
-            return Err(self.invalid(
-                &key("allow_anonymous"),
-                span,
-                format!(
-                    "{address} is not a loopback address and no authentication is configured: \
-                     set allow_anonymous = true to accept anonymous clients from the network"
-                ),
-            ));
-        }
+        let auth = self.listener_auth(index, raw, loopback, tls != ListenerTls::Plain)?;
         Ok(ListenerConfig {
             address,
             tls,
             allow_anonymous,
+            auth,
         })
     }
 

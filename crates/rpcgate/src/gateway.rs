@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
 use crate::endpoint::{Backend, Endpoint, EndpointSettings};
-use crate::proxy::{ListenerPolicy, Proxy, ProxySettings};
+use crate::proxy::{ListenerAccess, ListenerPolicy, Proxy, ProxySettings};
 use crate::valid_ports::ValidPorts;
 
 /// Where an endpoint's backend is.
@@ -41,7 +41,8 @@ pub struct EndpointSpec {
 pub struct ProxyListenerSpec {
     pub address: SocketAddr,
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub allow_anonymous: bool,
+    /// Authentication methods, anonymous access and trusted load balancers.
+    pub access: ListenerAccess,
 }
 
 impl std::fmt::Debug for ProxyListenerSpec {
@@ -49,7 +50,7 @@ impl std::fmt::Debug for ProxyListenerSpec {
         f.debug_struct("ProxyListenerSpec")
             .field("address", &self.address)
             .field("tls", &self.tls.is_some())
-            .field("allow_anonymous", &self.allow_anonymous)
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -143,6 +144,30 @@ async fn bind(address: SocketAddr, what: &'static str) -> Result<TcpListener, St
         })
 }
 
+/// `ntlm, basic`, `anonymous`, plus the trusted load balancers, for the start-up log.
+fn describe_access(access: &ListenerAccess) -> String {
+    let mut parts: Vec<&str> = access
+        .auth
+        .methods
+        .iter()
+        .map(|m| m.config_name())
+        .collect();
+    if access.auth.anonymous {
+        parts.push("anonymous");
+    }
+    let mut text = parts.join(", ");
+    if access.trusted_proxies.is_enabled() {
+        let nets: Vec<String> = access
+            .trusted_proxies
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        text.push_str(&format!("; TLS offloaded by {}", nets.join(", ")));
+    }
+    text
+}
+
 /// Binds everything in `spec` and spawns the tasks.
 pub async fn start(spec: GatewaySpec) -> Result<RunningGateway, StartError> {
     let mut tasks = JoinSet::new();
@@ -216,15 +241,20 @@ pub async fn start(spec: GatewaySpec) -> Result<RunningGateway, StartError> {
         let tls = listener_spec.tls.is_some();
         info!(
             url = %format!("{}://{local}/rpc/rpcproxy.dll", if tls { "https" } else { "http" }),
-            anonymous = listener_spec.allow_anonymous,
+            auth = %describe_access(&listener_spec.access),
             "proxy listening"
         );
         proxy_addrs.push((local, tls));
         let policy = ListenerPolicy {
             tls: listener_spec.tls.map(TlsAcceptor::from),
-            allow_anonymous: listener_spec.allow_anonymous,
+            allow_anonymous: listener_spec.access.auth.anonymous,
         };
-        tasks.spawn(crate::proxy::serve(listener, proxy.clone(), policy));
+        tasks.spawn(crate::proxy::serve_with_access(
+            listener,
+            proxy.clone(),
+            policy,
+            Arc::new(listener_spec.access),
+        ));
     }
 
     Ok(RunningGateway {

@@ -41,6 +41,8 @@ pub fn spec_from_config(config: &Config) -> anyhow::Result<GatewaySpec> {
         idle_timeout: proxy.idle_timeout,
         max_connections: proxy.max_connections,
     };
+    let auth_core = crate::auth::AuthCore::new(config.auth.clone())
+        .map_err(|e| anyhow::anyhow!("{}: [auth]: {e}", config.source))?;
     let mut listeners = Vec::new();
     for listener in &proxy.listeners {
         let tls = match &listener.tls {
@@ -63,14 +65,33 @@ pub fn spec_from_config(config: &Config) -> anyhow::Result<GatewaySpec> {
         if listener.allow_anonymous && !listener.is_loopback() {
             warn!(
                 "listener {} accepts ANONYMOUS clients off loopback (allow_anonymous = true): \
-                 anyone who reaches it can use every ValidPorts target",
+                 anyone who reaches it can use every ValidPorts target{}",
+                listener.address,
+                if config.auth.rules.is_empty() {
+                    ""
+                } else {
+                    " that auth.allow grants to \"anonymous\""
+                }
+            );
+        }
+        if listener.allow_anonymous && tls.is_none() && !listener.is_loopback() {
+            warn!(
+                "listener {} serves plain HTTP off loopback (allow_anonymous = true): traffic \
+                 is not encrypted",
                 listener.address
             );
         }
         listeners.push(ProxyListenerSpec {
             address: listener.address,
             tls,
-            allow_anonymous: listener.anonymous_allowed(),
+            access: crate::proxy::ListenerAccess {
+                auth: crate::auth::ListenerAuth {
+                    methods: listener.auth.methods.clone(),
+                    anonymous: listener.auth.anonymous,
+                    core: Some(auth_core.clone()),
+                },
+                trusted_proxies: listener.auth.trusted_proxies.clone(),
+            },
         });
     }
     let mut uses_demo = false;

@@ -29,6 +29,10 @@ pub(super) struct File {
     pub endpoint: Vec<Endpoint>,
     #[serde(default)]
     pub demo: Demo,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
+    pub client: Client,
 }
 
 /// `[log]`
@@ -73,6 +77,72 @@ pub(super) struct Listener {
     pub cert: Option<Spanned<PathBuf>>,
     pub key: Option<Spanned<PathBuf>>,
     pub allow_anonymous: Option<Spanned<bool>>,
+    pub auth: Option<Spanned<Vec<String>>>,
+    pub trusted_proxies: Option<Spanned<Vec<String>>>,
+}
+
+/// `[auth]`: how credentials are verified (server-facing).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Auth {
+    pub users_file: Option<Spanned<PathBuf>>,
+    pub realm: Option<Spanned<String>>,
+    pub netbios_domain: Option<Spanned<String>>,
+    pub netbios_name: Option<Spanned<String>>,
+    pub dns_domain: Option<Spanned<String>>,
+    pub dns_name: Option<Spanned<String>>,
+    pub allow_ntlmv1: Option<Spanned<bool>>,
+    pub ntlm_helper: Option<Spanned<Vec<String>>>,
+    pub max_failures_per_user: Option<Spanned<Count>>,
+    pub max_failures_per_address: Option<Spanned<Count>>,
+    pub failure_window_secs: Option<Spanned<Count>>,
+    pub ldap: Option<Ldap>,
+    pub kerberos: Option<Kerberos>,
+    #[serde(default)]
+    pub allow: Vec<Allow>,
+}
+
+/// `[auth.ldap]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Ldap {
+    pub url: Spanned<String>,
+    pub starttls: Option<Spanned<bool>>,
+    pub ca_file: Option<Spanned<PathBuf>>,
+    pub bind_dn: Spanned<String>,
+    pub domain: Option<Spanned<String>>,
+    pub upn_suffix: Option<Spanned<String>>,
+    pub base_dn: Option<Spanned<String>>,
+    pub user_filter: Option<Spanned<String>>,
+    pub require_group: Option<Spanned<String>>,
+    pub timeout_secs: Option<Spanned<Count>>,
+}
+
+/// `[auth.kerberos]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Kerberos {
+    pub keytab: Spanned<PathBuf>,
+    pub principal: Option<Spanned<String>>,
+}
+
+/// `[[auth.allow]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Allow {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub targets: Spanned<String>,
+}
+
+/// `[client]`: what clients are told (Autodiscover), apart from what the proxy accepts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Client {
+    pub external_host: Option<Spanned<String>>,
+    pub auth_package: Option<Spanned<String>>,
 }
 
 /// `[[endpoint]]`

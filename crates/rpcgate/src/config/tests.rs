@@ -145,6 +145,11 @@ listen = "127.0.0.1:1135"
                 key: "/etc/rpcgate/key.pem".into(),
             },
             allow_anonymous: true,
+            auth: ListenerAuthConfig {
+                methods: Vec::new(),
+                anonymous: true,
+                trusted_proxies: Default::default(),
+            },
         }
     );
     assert!(!proxy.listeners[0].is_loopback() && proxy.listeners[0].anonymous_allowed());
@@ -272,9 +277,8 @@ fn ranges_are_enforced_with_the_expected_range() {
 
 #[test]
 fn plain_http_only_on_loopback() {
-    let error = error(
-        "[[proxy.listener]]\naddress = \"192.0.2.1:80\"\ntls = false\nallow_anonymous = true\n",
-    );
+    let error =
+        error("[[proxy.listener]]\naddress = \"192.0.2.1:80\"\ntls = false\nauth = [\"ntlm\"]\n");
     let (key, line, message) = parts(&error);
     assert_eq!(key.as_deref(), Some("proxy.listener[0].tls"));
     assert_eq!(line, Some(3));

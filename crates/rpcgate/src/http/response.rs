@@ -21,13 +21,24 @@ pub const SERVER: &str = "rpcgate";
 /// The echo response (MS-RPCH 2.1.2.1.1, 2.2.4.48): a fixed head and the 20-byte Echo RTS
 /// PDU. Sent for every echo request; the connection stays open.
 pub fn echo_response() -> Vec<u8> {
+    echo_response_with_headers(&[])
+}
+
+/// [`echo_response`] with extra header fields before the others (the final
+/// `WWW-Authenticate: Negotiate` token of a handshake that completed on an echo request).
+/// Control characters are removed as in [`status_with_headers`].
+pub fn echo_response_with_headers(headers: &[(String, String)]) -> Vec<u8> {
     let pdu = rpch_proto::rts::build::echo().encode();
-    let mut out = format!(
-        "HTTP/1.1 200 Success\r\nConnection: Keep-Alive\r\nContent-Length: {}\r\n\
-         Content-Type: application/rpc\r\n\r\n",
+    let mut text = String::from("HTTP/1.1 200 Success\r\n");
+    for (name, value) in headers {
+        let _ = write!(text, "{}: {}\r\n", clean(name), clean(value));
+    }
+    let _ = write!(
+        text,
+        "Connection: Keep-Alive\r\nContent-Length: {}\r\nContent-Type: application/rpc\r\n\r\n",
         pdu.len()
-    )
-    .into_bytes();
+    );
+    let mut out = text.into_bytes();
     out.extend_from_slice(&pdu);
     out
 }

@@ -11,9 +11,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::{ListenerPolicy, Proxy};
+use super::{ListenerAccess, Proxy};
+use crate::auth::{ConnAuth, Denial, Identity, Verdict};
 use crate::http::{RequestHead, RequestKind, classify, parse_request_head, response};
 
 /// Reads a request head; `Ok(None)` when the peer closed cleanly between requests.
@@ -68,15 +69,36 @@ async fn discard_body<S: AsyncRead + Unpin>(
 const MAX_DISCARD: u64 = 64 * 1024;
 
 /// Serves requests on one connection until it closes or becomes a channel.
+///
+/// Every request is authenticated first ([`crate::auth`]): a `401` (with `Content-Length: 0`)
+/// keeps the connection when the client can go on with it, and NTLM/Negotiate state stays
+/// with the connection, so a handshake finished on an echo request covers the channel
+/// request that follows. A channel whose user may not reach its target is refused with
+/// `503 RPC Error: 5`. On a TLS-offloaded listener only trusted load balancers are served and
+/// the client address comes from `X-Forwarded-For` ([`super::forwarded`]).
 pub async fn serve_connection<S>(
     proxy: Arc<Proxy>,
-    policy: ListenerPolicy,
+    access: Arc<ListenerAccess>,
     mut stream: S,
     peer: SocketAddr,
     conn_id: u64,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer_ip = super::client_address(peer);
+    let offloaded = access.trusted_proxies.is_enabled();
+    if offloaded && !access.trusted_proxies.trusts(peer_ip) {
+        warn!("refused: {peer_ip} is not one of this listener's trusted_proxies");
+        proxy
+            .stats
+            .refused_untrusted
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = stream
+            .write_all(&response::status(403, "Forbidden", false))
+            .await;
+        return;
+    }
+    let mut conn_auth = ConnAuth::default();
     let mut buf = BytesMut::with_capacity(4096);
     let mut first = true;
     loop {
@@ -102,17 +124,44 @@ pub async fn serve_connection<S>(
                 return;
             }
         };
+        let client_ip = if offloaded {
+            let client = access
+                .trusted_proxies
+                .client(peer_ip, head.header_values("x-forwarded-for"));
+            tracing::Span::current().record("client", tracing::field::display(client));
+            client
+        } else {
+            peer_ip
+        };
         let kind = classify(&head);
         debug!(method = ?head.method, path = %head.path, ?kind, "request");
-        // Authentication comes here; a listener that does not allow anonymous access refuses
-        // everything until it exists (configuration validation keeps this from happening).
-        if !policy.allow_anonymous {
-            let _ = stream
-                .write_all(&response::status(401, "Unauthorized", false))
-                .await;
-            return;
-        }
         let keep_alive = head.keep_alive;
+        let (identity, ok_headers) = match access
+            .auth
+            .authenticate(&head, &mut conn_auth, client_ip)
+            .await
+        {
+            Verdict::Allow { identity, headers } => (identity, headers),
+            Verdict::Continue { headers } => {
+                if !unauthorized(&mut stream, &mut buf, &head, &headers).await {
+                    return;
+                }
+                continue;
+            }
+            Verdict::Deny(denial) => {
+                let counter = match denial {
+                    Denial::NoCredentials => &proxy.stats.auth_challenges,
+                    Denial::Failed => &proxy.stats.auth_failures,
+                    Denial::Throttled => &proxy.stats.auth_throttled,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if !unauthorized(&mut stream, &mut buf, &head, &access.auth.challenges()).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        tracing::Span::current().record("user", tracing::field::display(&identity.name));
         let reply = match kind {
             RequestKind::Echo => {
                 proxy.stats.echo_requests.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +169,8 @@ pub async fn serve_connection<S>(
                 if discard_body(&mut stream, &mut buf, len).await.is_err() {
                     return;
                 }
-                if stream.write_all(&response::echo_response()).await.is_err() {
+                let echo = response::echo_response_with_headers(&ok_headers);
+                if stream.write_all(&echo).await.is_err() {
                     return;
                 }
                 if !keep_alive {
@@ -128,12 +178,26 @@ pub async fn serve_connection<S>(
                 }
                 continue;
             }
+            RequestKind::InChannel { target } | RequestKind::OutChannel { target }
+                if !authorized(&access, &identity, &target) =>
+            {
+                proxy
+                    .stats
+                    .denied_by_authorization
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(user = %identity.name, "refused: {} may not reach {target} (auth.allow)", identity.name);
+                let _ = stream
+                    .write_all(&response::rpc_error(response::ERROR_ACCESS_DENIED))
+                    .await;
+                return;
+            }
             RequestKind::InChannel { target } => {
                 if head.expect_continue && stream.write_all(response::continue_100()).await.is_err()
                 {
                     return;
                 }
-                super::inbound::run(proxy, stream, buf, head, target, peer, conn_id).await;
+                let client = SocketAddr::new(client_ip, peer.port());
+                super::inbound::run(proxy, stream, buf, head, target, client, conn_id).await;
                 return;
             }
             RequestKind::OutChannel { target } => {
@@ -141,7 +205,8 @@ pub async fn serve_connection<S>(
                 {
                     return;
                 }
-                super::outbound::run(proxy, stream, buf, head, target, peer, conn_id).await;
+                let client = SocketAddr::new(client_ip, peer.port());
+                super::outbound::run(proxy, stream, buf, head, target, client, conn_id).await;
                 return;
             }
             other => {
@@ -162,4 +227,37 @@ pub async fn serve_connection<S>(
             return;
         }
     }
+}
+
+fn authorized(access: &ListenerAccess, identity: &Identity, target: &crate::http::Target) -> bool {
+    access
+        .auth
+        .core
+        .as_ref()
+        .is_none_or(|core| core.authorize(identity, target))
+}
+
+/// Writes a `401` with `headers`; returns whether the connection can carry the next request.
+/// It can when the client wants keep-alive and its body (if any) is small and on its way: a
+/// client waiting for `100 Continue` never sends its body after a final response, and a
+/// channel body is never drained.
+async fn unauthorized<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    head: &RequestHead,
+    headers: &[(String, String)],
+) -> bool {
+    let body = head.content_length.unwrap_or(0);
+    let keep = head.keep_alive
+        && !head.chunked
+        && (body == 0 || (!head.expect_continue && body <= MAX_DISCARD));
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let reply = response::status_with_headers(401, "Unauthorized", keep, &pairs);
+    if stream.write_all(&reply).await.is_err() {
+        return false;
+    }
+    keep && discard_body(stream, buf, body).await.is_ok()
 }

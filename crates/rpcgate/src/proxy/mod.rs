@@ -6,6 +6,7 @@
 //! to [`outbound`], for the rest of its life. Both check the target against ValidPorts before
 //! resolving or connecting anything ([`Proxy::check_target`]): never an open relay.
 
+pub mod forwarded;
 pub mod http_conn;
 pub mod inbound;
 pub mod outbound;
@@ -57,6 +58,16 @@ pub struct ProxyStats {
     pub server_unreachable: AtomicU64,
     pub http_errors: AtomicU64,
     pub refused_over_limit: AtomicU64,
+    /// Requests answered `401` because credentials were wrong or a handshake broke.
+    pub auth_failures: AtomicU64,
+    /// Requests answered `401` without verification because of failed-auth throttling.
+    pub auth_throttled: AtomicU64,
+    /// Requests answered `401` for lack of credentials (the first leg of every client).
+    pub auth_challenges: AtomicU64,
+    /// Channels refused with `503 RPC Error: 5` by the authorization rules.
+    pub denied_by_authorization: AtomicU64,
+    /// Connections refused because they did not come from a trusted load balancer.
+    pub refused_untrusted: AtomicU64,
 }
 
 /// The proxy: settings, the live allow-list and counters.
@@ -76,6 +87,26 @@ pub struct ListenerPolicy {
     pub tls: Option<TlsAcceptor>,
     /// Unauthenticated requests are served (loopback listeners, or `allow_anonymous`).
     pub allow_anonymous: bool,
+}
+
+/// Who a listener serves: its authentication methods and, on a TLS-offloaded listener, the
+/// load balancers it trusts ([`forwarded`]).
+#[derive(Debug, Clone)]
+pub struct ListenerAccess {
+    pub auth: crate::auth::ListenerAuth,
+    pub trusted_proxies: forwarded::TrustedProxies,
+}
+
+impl ListenerAccess {
+    /// What a bare [`ListenerPolicy`] means: everyone (`allow_anonymous`) or no one.
+    pub fn from_policy(policy: &ListenerPolicy) -> Self {
+        let mut auth = crate::auth::ListenerAuth::anonymous_only();
+        auth.anonymous = policy.allow_anonymous;
+        Self {
+            auth,
+            trusted_proxies: forwarded::TrustedProxies::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ListenerPolicy {
@@ -129,8 +160,20 @@ impl Proxy {
     }
 }
 
-/// Serves HTTP(S) on `listener` until the task is dropped.
+/// Serves HTTP(S) on `listener` until the task is dropped: anonymous clients if the policy
+/// allows them, nobody otherwise. [`serve_with_access`] adds authentication.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPolicy) {
+    let access = Arc::new(ListenerAccess::from_policy(&policy));
+    serve_with_access(listener, proxy, policy, access).await;
+}
+
+/// Serves HTTP(S) on `listener` with `access` deciding who is served.
+pub async fn serve_with_access(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    policy: ListenerPolicy,
+    access: Arc<ListenerAccess>,
+) {
     let local = listener.local_addr().ok();
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -153,9 +196,16 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPol
         tune_socket(&stream, TCP_KEEPALIVE_IDLE);
         proxy.stats.connections.fetch_add(1, Ordering::Relaxed);
         let conn_id = next_conn_id();
-        let span = info_span!("http", conn = conn_id, peer = %peer);
+        let span = info_span!(
+            "http",
+            conn = conn_id,
+            peer = %peer,
+            client = tracing::field::Empty,
+            user = tracing::field::Empty
+        );
         let proxy = proxy.clone();
         let policy = policy.clone();
+        let access = access.clone();
         tokio::spawn(
             async move {
                 let _permit = permit;
@@ -167,13 +217,13 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPol
                         );
                         match handshake.await {
                             Ok(Ok(tls)) => {
-                                http_conn::serve_connection(proxy, policy, tls, peer, conn_id).await
+                                http_conn::serve_connection(proxy, access, tls, peer, conn_id).await
                             }
                             Ok(Err(e)) => debug!("TLS handshake failed: {e}"),
                             Err(_) => debug!("TLS handshake timed out"),
                         }
                     }
-                    None => http_conn::serve_connection(proxy, policy, stream, peer, conn_id).await,
+                    None => http_conn::serve_connection(proxy, access, stream, peer, conn_id).await,
                 }
             }
             .instrument(span),
