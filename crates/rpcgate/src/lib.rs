@@ -16,6 +16,7 @@
 //! - [`framed`]: PDU framing over byte streams and writer tasks.
 //! - [`connect`]: outgoing TCP with happy eyeballs over every address of a name.
 //! - [`ids`]: connection ids for logs.
+//! - [`user_admin`]: `rpcgate user add|remove|list`.
 pub mod auth;
 pub mod config;
 pub mod connect;
@@ -31,4 +32,5 @@ pub mod rpc_client;
 pub mod rpch_client;
 pub mod serve;
 pub mod tls;
+pub mod user_admin;
 pub mod valid_ports;

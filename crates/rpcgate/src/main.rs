@@ -47,6 +47,61 @@ enum Command {
     },
     /// Print the embedded default configuration (a starting point for a config file).
     DefaultConfig,
+    /// Manage the local user file (Basic and NTLM accounts).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        /// The user file (default: auth.users_file of the configuration).
+        #[arg(long, global = true, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Configuration file whose auth.users_file to use.
+        #[arg(short, long, global = true, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Add a user; the password is prompted for, or read as one line from standard input.
+    Add {
+        name: String,
+        /// Groups, comma-separated (for auth.allow rules).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Store no NT hash: the user can use Basic but not NTLM (the NT hash is
+        /// password-equivalent for NTLM).
+        #[arg(long)]
+        no_nt_hash: bool,
+        /// Replace an existing user.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a user.
+    Remove { name: String },
+    /// List users (names, NTLM yes/no, groups).
+    List,
+}
+
+fn user_command(
+    action: UserAction,
+    file: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<String> {
+    let path = rpcgate::user_admin::resolve_file(file, config)?;
+    match action {
+        UserAction::Add {
+            name,
+            groups,
+            no_nt_hash,
+            force,
+        } => {
+            rpcgate::auth::users::check_name(&name, "user")?;
+            let password = rpcgate::user_admin::read_password(&name)?;
+            rpcgate::user_admin::add(&path, &name, &password, groups, !no_nt_hash, force)
+        }
+        UserAction::Remove { name } => rpcgate::user_admin::remove(&path, &name),
+        UserAction::List => rpcgate::user_admin::list(&path),
+    }
 }
 
 fn main() -> ExitCode {
@@ -97,6 +152,20 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("rpcgate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::User {
+            action,
+            file,
+            config,
+        } => match user_command(action, file, config) {
+            Ok(message) => {
+                println!("{message}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rpcgate user: {e:#}");
                 ExitCode::FAILURE
             }
         },
