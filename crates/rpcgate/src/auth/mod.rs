@@ -358,7 +358,17 @@ impl ListenerAuth {
             .copied()
             .find(|m| m.scheme().eq_ignore_ascii_case(scheme));
         let (Some(method), Some(core)) = (method, self.core.as_ref()) else {
+            // Credentials for a scheme this listener does not offer are ignored, as IIS
+            // does: an anonymous listener serves the request (impacket sends Basic at once
+            // whatever the listener wants), any other asks for what it offers.
             conn.pending = None;
+            let known = conn.identity.clone();
+            if let Some(identity) = known.or_else(|| self.anonymous.then(Identity::anonymous)) {
+                return Verdict::Allow {
+                    identity,
+                    headers: Vec::new(),
+                };
+            }
             return Verdict::Deny(Denial::NoCredentials);
         };
         let Ok(token) = B64.decode(token) else {

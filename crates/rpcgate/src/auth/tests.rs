@@ -148,6 +148,22 @@ async fn no_credentials_get_the_challenges_in_order() {
         ask(&anonymous, &mut conn, None).await,
         Verdict::Allow { .. }
     ));
+    // An anonymous listener ignores credentials it does not ask for (impacket sends Basic
+    // at once), but checks those it does.
+    assert!(matches!(
+        ask(&anonymous, &mut conn, Some(&basic("anyone", "anything"))).await,
+        Verdict::Allow { .. }
+    ));
+    let mut f = fixture("order3", vec![Method::Basic], vec![]);
+    f.auth.anonymous = true;
+    assert!(matches!(
+        ask(&f.auth, &mut conn, None).await,
+        Verdict::Allow { .. }
+    ));
+    assert!(matches!(
+        ask(&f.auth, &mut conn, Some(&basic("alice", "wrong"))).await,
+        Verdict::Deny(Denial::Failed)
+    ));
 }
 
 #[tokio::test]
