@@ -117,7 +117,9 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { config } => match runtime.block_on(rpcgate::serve::run(config)) {
+        Command::Serve { config } => match rpcgate::serve::reexec_for_keytab(config.as_deref())
+            .and_then(|()| runtime.block_on(rpcgate::serve::run(config)))
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("rpcgate: {e:#}");

@@ -25,6 +25,41 @@ pub fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
+/// With `[auth.kerberos]`, GSS-API must find the keytab in `KRB5_KTNAME` (see
+/// [`crate::auth::kerberos`]): when the variable is not already right, re-executes this
+/// program with it set, once. Returns only when nothing needs doing (or on error).
+pub fn reexec_for_keytab(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = load_config(path.map(ToOwned::to_owned))?;
+    let Some(kerberos) = &config.auth.kerberos else {
+        return Ok(());
+    };
+    let wanted = crate::auth::kerberos::keytab_env(kerberos);
+    if std::env::var_os("KRB5_KTNAME").is_some_and(|v| v == wanted.as_str()) {
+        return Ok(());
+    }
+    if std::env::var_os(REEXEC_GUARD).is_some() {
+        anyhow::bail!("KRB5_KTNAME is still not {wanted} after re-executing");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().context("finding this program to re-execute it")?;
+        let error = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("KRB5_KTNAME", &wanted)
+            .env(REEXEC_GUARD, "1")
+            .exec();
+        Err(anyhow::anyhow!(
+            "re-executing with KRB5_KTNAME={wanted}: {error}"
+        ))
+    }
+    #[cfg(not(unix))]
+    anyhow::bail!("set KRB5_KTNAME={wanted} in rpcgate's environment")
+}
+
+/// Set while re-executing for [`reexec_for_keytab`], so that it happens once.
+const REEXEC_GUARD: &str = "RPCGATE_KEYTAB_REEXEC";
+
 /// How long a new endpoint leg may take to send its first PDU.
 const FIRST_PDU_TIMEOUT: Duration = Duration::from_secs(30);
 

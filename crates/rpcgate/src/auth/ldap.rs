@@ -125,6 +125,15 @@ async fn bind_and_search(config: &LdapConfig, user: &str, password: &str) -> Lda
         Ok(result) => result,
         Err(e) => return LdapOutcome::Unavailable(format!("LDAP bind: {e}")),
     };
+    // strongerAuthRequired, confidentialityRequired: the directory wants TLS (Samba and AD
+    // refuse simple binds on plain connections by default). Not the user's fault.
+    if bound.rc == 8 || bound.rc == 13 {
+        let _ = ldap.unbind().await;
+        return LdapOutcome::Unavailable(format!(
+            "{} refuses simple binds without TLS (LDAP result {}): use ldaps:// or starttls = true",
+            config.url, bound.rc
+        ));
+    }
     if bound.rc != 0 {
         let _ = ldap.unbind().await;
         // 49 invalidCredentials; anything else is reported with its code.
