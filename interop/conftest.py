@@ -59,11 +59,14 @@ def rpcgate_binary():
 class Gateway:
     """A running `rpcgate serve` and the ports it listens on."""
 
-    def __init__(self, binary, tmp, endpoints=("demo",), valid_ports=None):
+    def __init__(self, binary, tmp, endpoints=("demo",), valid_ports=None, listener_auth=None,
+                 extra_config="", env=None):
         """`endpoints`: one backend per endpoint ("demo" or "host:port"), each endpoint on a
         free port of 127.0.0.1 and ::1 (`endpoint_ports`, in order; `endpoint_port` is the
         first). `valid_ports`: the proxy's ValidPorts string; by default every endpoint as
-        localhost:PORT and 127.0.0.1:PORT."""
+        localhost:PORT and 127.0.0.1:PORT. `listener_auth`: the `auth` methods of both
+        listeners (e.g. ["ntlm", "basic"]; default: anonymous). `extra_config`: TOML appended
+        to the file (e.g. an [auth] section). `env`: extra environment variables."""
         self.https_port = free_port((socket.AF_INET,))
         self.http_port = free_port((socket.AF_INET,))
         self.endpoint_ports = []
@@ -87,6 +90,9 @@ backend = "{backend}"
         self.state_dir = tmp / "state"
         self.config = tmp / "rpcgate.toml"
         self.log_path = tmp / "rpcgate.log"
+        auth_line = ""
+        if listener_auth is not None:
+            auth_line = "auth = [" + ", ".join(f'"{m}"' for m in listener_auth) + "]"
         self.config.write_text(
             f"""
 state_dir = "{self.state_dir}"
@@ -100,13 +106,16 @@ valid_ports = "{valid_ports}"
 [[proxy.listener]]
 address = "127.0.0.1:{self.https_port}"
 tls = true
+{auth_line}
 
 [[proxy.listener]]
 address = "127.0.0.1:{self.http_port}"
 tls = false
+{auth_line}
 {endpoint_sections}
 [demo]
 listen = "127.0.0.1:0"
+{extra_config}
 """
         )
         self.log = open(self.log_path, "w")
@@ -114,7 +123,7 @@ listen = "127.0.0.1:0"
             [str(binary), "serve", "--config", str(self.config)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "NO_COLOR": "1"},
+            env={**os.environ, "NO_COLOR": "1", **(env or {})},
         )
         for port in (self.https_port, self.http_port, *self.endpoint_ports):
             wait_for_port(port)

@@ -487,3 +487,130 @@ fn key_path_heuristic() {
     assert_eq!(at("d = 2"), Some("y.z[1].d".into()));
     assert_eq!(key_path_at(text, 10_000), None);
 }
+
+#[test]
+fn auth_settings_and_listener_methods() {
+    let config = parse(
+        r#"
+state_dir = "/var/lib/rpcgate"
+[[proxy.listener]]
+address = "0.0.0.0:443"
+auth = ["negotiate", "ntlm", "basic"]
+[[proxy.listener]]
+address = "10.0.0.2:80"
+tls = false
+auth = ["ntlm", "basic"]
+trusted_proxies = ["10.0.0.5", "10.1.0.0/24"]
+[[proxy.listener]]
+address = "127.0.0.1:8080"
+tls = false
+auth = ["ntlm", "anonymous"]
+[auth]
+netbios_domain = "SAMDOM"
+max_failures_per_user = 0
+ntlm_helper = ["/usr/bin/ntlm_auth", "--helper-protocol=squid-2.5-ntlmssp"]
+[auth.ldap]
+url = "ldap://dc1.samdom.example.com"
+starttls = true
+bind_dn = "{user}@samdom.example.com"
+base_dn = "DC=samdom,DC=example,DC=com"
+require_group = "RPC Users"
+[auth.kerberos]
+keytab = "/etc/rpcgate/http.keytab"
+[[auth.allow]]
+groups = ["RPC Users"]
+targets = "mbx1:6001-6004"
+[client]
+external_host = "mail.example.com"
+auth_package = "negotiate"
+"#,
+    );
+    use crate::auth::Method;
+    let listeners = &config.proxy.listeners;
+    assert_eq!(
+        listeners[0].auth.methods,
+        [Method::Negotiate, Method::Ntlm, Method::Basic]
+    );
+    assert!(!listeners[0].auth.anonymous);
+    assert!(listeners[1].auth.trusted_proxies.is_enabled());
+    assert!(listeners[2].auth.anonymous && listeners[2].auth.methods == [Method::Ntlm]);
+    let auth = &config.auth;
+    assert_eq!(auth.users_file, PathBuf::from("/var/lib/rpcgate/users"));
+    assert_eq!(auth.names.nb_domain, "SAMDOM");
+    assert_eq!(auth.names.dns_domain, "samdom");
+    assert_eq!(auth.names.nb_computer, "RPCGATE");
+    assert_eq!(auth.throttle.per_user, 0);
+    assert_eq!(auth.throttle.per_address, 20);
+    assert!(auth.ntlm_helper.is_some());
+    let ldap = auth.ldap.as_ref().unwrap();
+    assert!(ldap.starttls);
+    assert_eq!(ldap.user_filter, "(sAMAccountName={user})");
+    assert_eq!(auth.rules.len(), 1);
+    assert_eq!(config.client.auth_package, Method::Negotiate);
+    assert_eq!(
+        config.client.external_host.as_deref(),
+        Some("mail.example.com")
+    );
+}
+
+#[test]
+fn auth_errors_name_the_key() {
+    let cases = [
+        (
+            "[[proxy.listener]]\naddress = \"0.0.0.0:443\"\nauth = [\"kerberos\"]\n",
+            "proxy.listener[0].auth",
+            "unknown method",
+        ),
+        (
+            "[[proxy.listener]]\naddress = \"0.0.0.0:443\"\nauth = [\"ntlm\", \"anonymous\"]\n",
+            "proxy.listener[0].auth",
+            "allow_anonymous = true",
+        ),
+        (
+            "[[proxy.listener]]\naddress = \"0.0.0.0:443\"\nauth = [\"ntlm\"]\nallow_anonymous = true\n",
+            "proxy.listener[0].allow_anonymous",
+            "no effect",
+        ),
+        (
+            "[[proxy.listener]]\naddress = \"0.0.0.0:80\"\ntls = false\nallow_anonymous = true\nauth = [\"basic\", \"anonymous\"]\n",
+            "proxy.listener[0].auth",
+            "Basic sends passwords in clear",
+        ),
+        (
+            "[[proxy.listener]]\naddress = \"0.0.0.0:80\"\ntls = false\nauth = [\"ntlm\"]\ntrusted_proxies = [\"lb\"]\n",
+            "proxy.listener[0].trusted_proxies",
+            "not an IP address",
+        ),
+        (
+            "[[proxy.listener]]\naddress = \"127.0.0.1:1\"\n[auth.ldap]\nurl = \"ldap://dc1.example.com\"\nbind_dn = \"{user}@x\"\n",
+            "auth.ldap.url",
+            "in clear",
+        ),
+        (
+            "[[proxy.listener]]\naddress = \"127.0.0.1:1\"\n[auth.ldap]\nurl = \"ldaps://dc1\"\nbind_dn = \"cn=admin\"\n",
+            "auth.ldap.bind_dn",
+            "{user}",
+        ),
+        (
+            "[[proxy.listener]]\naddress = \"127.0.0.1:1\"\n[[auth.allow]]\ntargets = \"x:1\"\n",
+            "auth.allow[0].targets",
+            "no users and no groups",
+        ),
+        (
+            "[[proxy.listener]]\naddress = \"127.0.0.1:1\"\n[client]\nauth_package = \"kerberos\"\n",
+            "client.auth_package",
+            "expected",
+        ),
+    ];
+    for (text, key, words) in cases {
+        let (got_key, line, message) = parts(&error(text));
+        assert_eq!(got_key.as_deref(), Some(key), "{text}: {message}");
+        assert!(line.is_some(), "{text}");
+        assert!(message.contains(words), "{text}: {message}");
+    }
+    // A plain-HTTP listener off loopback is fine behind trusted TLS-offloading proxies.
+    let config = parse(
+        "[[proxy.listener]]\naddress = \"0.0.0.0:80\"\ntls = false\nauth = [\"basic\"]\ntrusted_proxies = [\"10.0.0.5\"]\n",
+    );
+    assert!(config.proxy.listeners[0].auth.trusted_proxies.is_enabled());
+}
