@@ -129,6 +129,22 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
         Ok(n > 0)
     }
 
+    /// After the body is complete: waits for the peer to close. `Ok(true)` on a clean close,
+    /// `Ok(false)` if it sent more bytes instead (a protocol violation for a channel body).
+    pub async fn wait_closed(&mut self) -> std::io::Result<bool> {
+        if !self.buf.is_empty() {
+            return Ok(false);
+        }
+        let mut scratch = [0u8; 64];
+        let n = self.inner.read(&mut scratch).await?;
+        Ok(n == 0)
+    }
+
+    /// Whether the body (if bounded) has been read completely.
+    pub fn body_done(&self) -> bool {
+        self.body_remaining == Some(0)
+    }
+
     /// Gives back the reader and anything buffered but not yet handed out.
     pub fn into_parts(self) -> (R, BytesMut) {
         (self.inner, self.buf)

@@ -8,18 +8,19 @@
 //! IN channel within the proxy's window, PDUs from the OUT channel come back through
 //! [`HttpTransport::recv`], acknowledged and pinged as the protocol requires.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rpch_proto::Cookie;
-use rpch_proto::client::{ClientConfig, ClientVc, ConnectionParams};
+use rpch_proto::client::{ChannelId, ClientConfig, ClientEvent, ClientVc, ConnectionParams};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
 use crate::connect::{TCP_KEEPALIVE_IDLE, connect, tune_socket};
-use crate::framed::{PduReader, finish_writer, spawn_writer};
+use crate::framed::{PduReader, WriterTx, finish_writer, spawn_writer};
 use crate::http::parse_response_head;
 
 /// IN channel Content-Length, as every client sends it (1 GiB).
@@ -118,6 +119,12 @@ pub struct ClientOptions {
     pub receive_window: u32,
     /// Bound on each stage: connect, TLS, response head, CONN/A3, CONN/C2.
     pub timeout: Duration,
+    /// IN request Content-Length (CONN/B1 ChannelLifetime); the client recycles its IN channel
+    /// before it is used up.
+    pub in_channel_lifetime: u32,
+    /// Proxies that successor IN / OUT requests go to, in turn (default: the original one).
+    pub in_recycle_proxies: Vec<ProxyUrl>,
+    pub out_recycle_proxies: Vec<ProxyUrl>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -138,6 +145,9 @@ impl Default for ClientOptions {
             out_proxy: None,
             receive_window: 65_536,
             timeout: Duration::from_secs(10),
+            in_channel_lifetime: IN_CHANNEL_LIFETIME,
+            in_recycle_proxies: Vec::new(),
+            out_recycle_proxies: Vec::new(),
         }
     }
 }
@@ -186,6 +196,8 @@ pub struct HttpTransport {
     from_vc: mpsc::Receiver<Bytes>,
     ended: Arc<Mutex<Option<String>>>,
     pub info: OpenInfo,
+    /// Live counters (recycling, pings).
+    pub stats: Arc<TransportStats>,
 }
 
 impl HttpTransport {
@@ -330,62 +342,34 @@ pub async fn open(
         out_channel: random_cookie(),
         association_group: random_cookie(),
         receive_window: options.receive_window,
-        in_channel_lifetime: IN_CHANNEL_LIFETIME,
+        in_channel_lifetime: options.in_channel_lifetime,
         keepalive_ms: 300_000,
     };
-    let mut vc = ClientVc::new(config);
+    let (in_id, out_id) = (ChannelId(1), ChannelId(2));
+    let mut vc = ClientVc::new(config, in_id, out_id);
     let now = Instant::now();
 
-    let mut in_request =
-        request_head("RPC_IN_DATA", proxy, target, u64::from(IN_CHANNEL_LIFETIME)).into_bytes();
-    while let Some(pdu) = vc.poll_transmit_in(now) {
+    let mut in_request = request_head(
+        "RPC_IN_DATA",
+        proxy,
+        target,
+        u64::from(options.in_channel_lifetime),
+    )
+    .into_bytes();
+    while let Some(pdu) = vc.poll_transmit(in_id, now) {
         in_request.extend_from_slice(&pdu);
     }
     let mut out_request =
         request_head("RPC_OUT_DATA", out_proxy, target, OUT_REQUEST_LENGTH).into_bytes();
-    while let Some(pdu) = vc.poll_transmit_out() {
+    while let Some(pdu) = vc.poll_transmit(out_id, now) {
         out_request.extend_from_slice(&pdu);
     }
     out_stream.write_all(&out_request).await?;
     in_stream.write_all(&in_request).await?;
 
-    // The OUT response head: 200 Success, or 503 RPC Error: <hex>.
-    let mut buf = BytesMut::with_capacity(4096);
-    let head = tokio::time::timeout(options.timeout, async {
-        loop {
-            match parse_response_head(&buf) {
-                Ok(Some((head, used))) => {
-                    let _ = buf.split_to(used);
-                    return Ok(head);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(ClientError::Protocol(format!("bad OUT response: {e}"))),
-            }
-            if out_stream.read_buf(&mut buf).await? == 0 {
-                return Err(ClientError::Protocol(
-                    "the proxy closed the OUT channel without a response".into(),
-                ));
-            }
-        }
-    })
-    .await
-    .map_err(|_| ClientError::Timeout {
-        what: "the OUT channel response",
-        after: options.timeout,
-    })??;
-    let response_after = started.elapsed();
-    if head.status != 200 {
-        let status_line = format!("HTTP {} {}", head.status, head.reason);
-        if let Some(code) = head.rpc_error_code() {
-            return Err(ClientError::RpcError { code, status_line });
-        }
-        return Err(ClientError::HttpStatus {
-            status: head.status,
-            reason: head.reason,
-        });
-    }
-
-    let mut out_reader = PduReader::new(out_stream, buf);
+    let (out_reader, response_after) = read_out_head(out_stream, options.timeout).await?;
+    let response_after = response_after.min(started.elapsed());
+    let mut out_reader = out_reader;
     while !vc.is_open() {
         let pdu = tokio::time::timeout(options.timeout, out_reader.next())
             .await
@@ -408,88 +392,379 @@ pub async fn open(
     let (app_tx, to_vc) = mpsc::channel(QUEUE);
     let (from_vc, app_rx) = mpsc::channel(QUEUE);
     let ended = Arc::new(Mutex::new(None));
-    tokio::spawn(drive(
+    let stats = Arc::new(TransportStats::default());
+    let (in_r, in_w) = tokio::io::split(in_stream);
+    drop(in_r);
+    let mut in_writers = HashMap::new();
+    in_writers.insert(in_id, spawn_writer(in_w));
+    let driver = Driver {
         vc,
-        in_stream,
+        target: target.to_string(),
+        in_proxies: successor_proxies(proxy, options, true),
+        out_proxies: successor_proxies(out_proxy, options, false),
+        next_proxy: (0, 0),
+        options: options.clone(),
+        in_writers,
+        out_writers: HashMap::new(),
+        out_pending: HashMap::new(),
         out_reader,
-        to_vc,
-        from_vc,
-        ended.clone(),
-    ));
+        next_channel: 3,
+        stats: stats.clone(),
+    };
+    tokio::spawn(driver.run(to_vc, from_vc, ended.clone()));
     Ok(HttpTransport {
         to_vc: app_tx,
         from_vc: app_rx,
         ended,
         info,
+        stats,
     })
 }
 
-/// Runs an open virtual connection until the application or the network ends it.
-async fn drive(
-    mut vc: ClientVc,
-    in_stream: BoxedIo,
-    mut out_reader: PduReader<BoxedIo>,
-    mut to_vc: mpsc::Receiver<Bytes>,
-    from_vc: mpsc::Sender<Bytes>,
-    ended: Arc<Mutex<Option<String>>>,
-) {
-    let (_in_r, in_w) = tokio::io::split(in_stream);
-    let (in_tx, in_task) = spawn_writer(in_w);
-    let mut app_open = true;
-    let outcome: String = loop {
-        let now = Instant::now();
-        vc.handle_timeout(now);
-        while vc.has_transmit_in() {
-            match in_tx.try_reserve() {
-                Ok(permit) => {
-                    if let Some(pdu) = vc.poll_transmit_in(now) {
-                        permit.send(pdu);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        while vc.has_received() {
-            match from_vc.try_reserve() {
-                Ok(permit) => {
-                    if let Some(pdu) = vc.poll_received() {
-                        permit.send(pdu);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        if !app_open && vc.queued_bytes() == 0 && !vc.has_transmit_in() {
-            break "closed by the application".into();
-        }
-        let ping_at = vc.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            pdu = to_vc.recv(), if app_open && vc.queued_bytes() < 256 * 1024 => match pdu {
-                Some(pdu) => vc.send(pdu),
-                None => app_open = false,
-            },
-            read = out_reader.next(), if vc.wants_out_data() => match read {
-                Ok(Some(pdu)) => if let Err(e) = vc.handle_out_pdu(pdu) { break e.to_string() },
-                Ok(None) => break "the proxy closed the OUT channel".into(),
-                Err(e) => break format!("OUT channel: {e}"),
-            },
-            permit = in_tx.reserve(), if vc.has_transmit_in() => match permit {
-                Ok(permit) => if let Some(pdu) = vc.poll_transmit_in(Instant::now()) { permit.send(pdu) },
-                Err(_) => break "writing the IN channel failed".into(),
-            },
-            permit = from_vc.reserve(), if vc.has_received() => match permit {
-                Ok(permit) => if let Some(pdu) = vc.poll_received() { permit.send(pdu) },
-                Err(_) => break "closed by the application".into(),
-            },
-            () = tokio::time::sleep_until(ping_at.unwrap_or_else(tokio::time::Instant::now)), if ping_at.is_some() => {}
-        }
+/// Proxies that successor channels go to, in turn.
+fn successor_proxies(first: &ProxyUrl, options: &ClientOptions, is_in: bool) -> Vec<ProxyUrl> {
+    let list = if is_in {
+        &options.in_recycle_proxies
+    } else {
+        &options.out_recycle_proxies
     };
-    if let Ok(mut slot) = ended.lock() {
-        *slot = Some(outcome);
+    if list.is_empty() {
+        vec![first.clone()]
+    } else {
+        list.clone()
     }
-    drop(from_vc);
-    drop(in_tx);
-    finish_writer(in_task).await;
+}
+
+/// Reads an OUT response head: `200 Success`, or `503 RPC Error: <hex>` turned into an error.
+async fn read_out_head(
+    mut stream: BoxedIo,
+    timeout: Duration,
+) -> Result<(PduReader<BoxedIo>, Duration), ClientError> {
+    let started = Instant::now();
+    let mut buf = BytesMut::with_capacity(4096);
+    let head = tokio::time::timeout(timeout, async {
+        loop {
+            match parse_response_head(&buf) {
+                Ok(Some((head, used))) => {
+                    let _ = buf.split_to(used);
+                    return Ok(head);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Protocol(format!("bad OUT response: {e}"))),
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(ClientError::Protocol(
+                    "the proxy closed the OUT channel without a response".into(),
+                ));
+            }
+        }
+    })
+    .await
+    .map_err(|_| ClientError::Timeout {
+        what: "the OUT channel response",
+        after: timeout,
+    })??;
+    if head.status != 200 {
+        let status_line = format!("HTTP {} {}", head.status, head.reason);
+        if let Some(code) = head.rpc_error_code() {
+            return Err(ClientError::RpcError { code, status_line });
+        }
+        return Err(ClientError::HttpStatus {
+            status: head.status,
+            reason: head.reason,
+        });
+    }
+    Ok((PduReader::new(stream, buf), started.elapsed()))
+}
+
+/// Counters of one virtual connection, readable while it runs.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    pub in_recycles: std::sync::atomic::AtomicU64,
+    pub out_recycles: std::sync::atomic::AtomicU64,
+    pub pings_received: std::sync::atomic::AtomicU64,
+}
+
+type Writer = (WriterTx, tokio::task::JoinHandle<std::io::Result<u64>>);
+
+/// The task that runs an open virtual connection.
+struct Driver {
+    vc: ClientVc,
+    target: String,
+    in_proxies: Vec<ProxyUrl>,
+    out_proxies: Vec<ProxyUrl>,
+    next_proxy: (usize, usize),
+    options: ClientOptions,
+    in_writers: HashMap<ChannelId, Writer>,
+    out_writers: HashMap<ChannelId, Writer>,
+    /// Successor OUT requests whose response is not read yet.
+    out_pending: HashMap<ChannelId, tokio::io::ReadHalf<BoxedIo>>,
+    out_reader: PduReader<BoxedIo>,
+    next_channel: u64,
+    stats: Arc<TransportStats>,
+}
+
+impl Driver {
+    fn fresh_channel(&mut self) -> ChannelId {
+        self.next_channel += 1;
+        ChannelId(self.next_channel)
+    }
+
+    /// Hands ready bytes to every request's writer without waiting.
+    fn flush(&mut self) -> Result<(), String> {
+        let now = Instant::now();
+        for writers in [&self.in_writers, &self.out_writers] {
+            for (id, (tx, _)) in writers {
+                while self.vc.has_transmit(*id) {
+                    match tx.try_reserve() {
+                        Ok(permit) => {
+                            if let Some(pdu) = self.vc.poll_transmit(*id, now) {
+                                permit.send(pdu);
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Full(())) => break,
+                        Err(mpsc::error::TrySendError::Closed(())) => {
+                            return Err("writing a request body failed".into());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_event(&mut self, event: ClientEvent) -> Result<(), String> {
+        match event {
+            ClientEvent::OpenInSuccessor => {
+                let proxy = pick(&self.in_proxies, self.next_proxy.0)?;
+                self.next_proxy.0 += 1;
+                let mut stream = open_stream(&proxy, &self.options)
+                    .await
+                    .map_err(|e| format!("opening a successor IN channel: {e}"))?;
+                let head = request_head(
+                    "RPC_IN_DATA",
+                    &proxy,
+                    &self.target,
+                    u64::from(self.options.in_channel_lifetime),
+                );
+                stream
+                    .write_all(head.as_bytes())
+                    .await
+                    .map_err(|e| format!("successor IN channel: {e}"))?;
+                let id = self.fresh_channel();
+                let (r, w) = tokio::io::split(stream);
+                drop(r);
+                self.in_writers.insert(id, spawn_writer(w));
+                self.vc.in_successor_opened(id);
+            }
+            ClientEvent::OpenOutSuccessor => {
+                let proxy = pick(&self.out_proxies, self.next_proxy.1)?;
+                self.next_proxy.1 += 1;
+                let mut stream = open_stream(&proxy, &self.options)
+                    .await
+                    .map_err(|e| format!("opening a successor OUT channel: {e}"))?;
+                let head = request_head("RPC_OUT_DATA", &proxy, &self.target, 120);
+                stream
+                    .write_all(head.as_bytes())
+                    .await
+                    .map_err(|e| format!("successor OUT channel: {e}"))?;
+                let id = self.fresh_channel();
+                let (r, w) = tokio::io::split(stream);
+                self.out_writers.insert(id, spawn_writer(w));
+                self.out_pending.insert(id, r);
+                self.vc.out_successor_opened(id);
+            }
+            ClientEvent::SwitchOut { from, to } => {
+                // The successor's body (A11 in R1) must be on its way before its response.
+                self.flush()?;
+                let read = self
+                    .out_pending
+                    .remove(&to)
+                    .ok_or_else(|| "switching to an unknown OUT channel".to_string())?;
+                let write = self.out_writers.remove(&to);
+                let stream: BoxedIo = Box::new(Rejoined { read, write: None });
+                let (reader, _) = read_out_head(stream, self.options.timeout)
+                    .await
+                    .map_err(|e| format!("successor OUT channel: {e}"))?;
+                self.out_reader = reader;
+                if let Some((tx, task)) = self.out_writers.remove(&from) {
+                    drop(tx);
+                    tokio::spawn(finish_writer(task));
+                }
+                // The successor's request body is complete; keep its writer until done.
+                if let Some(writer) = write {
+                    self.out_writers.insert(to, writer);
+                }
+                self.stats
+                    .out_recycles
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            ClientEvent::CloseIn(id) => {
+                if let Some((tx, task)) = self.in_writers.remove(&id) {
+                    drop(tx);
+                    tokio::spawn(finish_writer(task));
+                }
+                self.stats
+                    .in_recycles
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until the application or the network ends the virtual connection.
+    async fn run(
+        mut self,
+        mut to_vc: mpsc::Receiver<Bytes>,
+        from_vc: mpsc::Sender<Bytes>,
+        ended: Arc<Mutex<Option<String>>>,
+    ) {
+        let mut app_open = true;
+        let outcome: String = loop {
+            let now = Instant::now();
+            self.vc.handle_timeout(now);
+            // Writing can raise events (recycling starts when a request nears its end) and
+            // events can make bytes ready: repeat until neither has anything left.
+            let mut failed = None;
+            loop {
+                let mut handled = false;
+                while let Some(event) = self.vc.poll_event() {
+                    handled = true;
+                    if let Err(e) = self.handle_event(event).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if failed.is_some() {
+                    break;
+                }
+                if let Err(why) = self.flush() {
+                    failed = Some(why);
+                    break;
+                }
+                if !handled {
+                    break;
+                }
+            }
+            if let Some(why) = failed {
+                break why;
+            }
+            while self.vc.has_received() {
+                match from_vc.try_reserve() {
+                    Ok(permit) => {
+                        if let Some(pdu) = self.vc.poll_received() {
+                            permit.send(pdu);
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (in_id, _) = self.vc.channels();
+            if !app_open && self.vc.queued_bytes() == 0 && !self.vc.has_transmit(in_id) {
+                break "closed by the application".into();
+            }
+            self.stats.pings_received.store(
+                self.vc.pings_received(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let ping_at = self.vc.poll_timeout().map(tokio::time::Instant::from_std);
+            // A request writer that is full while the machine has more for it.
+            let blocked = self
+                .in_writers
+                .iter()
+                .chain(self.out_writers.iter())
+                .find(|(id, (tx, _))| self.vc.has_transmit(**id) && tx.capacity() == 0)
+                .map(|(id, (tx, _))| (*id, tx.clone()));
+            tokio::select! {
+                pdu = to_vc.recv(), if app_open && self.vc.queued_bytes() < 256 * 1024 => match pdu {
+                    Some(pdu) => self.vc.send(pdu),
+                    None => app_open = false,
+                },
+                read = self.out_reader.next(), if self.vc.wants_out_data() => match read {
+                    Ok(Some(pdu)) => if let Err(e) = self.vc.handle_out_pdu(pdu) { break e.to_string() },
+                    Ok(None) => break "the proxy closed the OUT channel".into(),
+                    Err(e) => break format!("OUT channel: {e}"),
+                },
+                permit = async {
+                    match &blocked {
+                        Some((_, tx)) => tx.reserve().await,
+                        None => std::future::pending().await,
+                    }
+                }, if blocked.is_some() => {
+                    let Some((id, _)) = blocked else { continue };
+                    match permit {
+                        Ok(permit) => if let Some(pdu) = self.vc.poll_transmit(id, Instant::now()) { permit.send(pdu) },
+                        Err(_) => break "writing a request body failed".into(),
+                    }
+                },
+                permit = from_vc.reserve(), if self.vc.has_received() => match permit {
+                    Ok(permit) => if let Some(pdu) = self.vc.poll_received() { permit.send(pdu) },
+                    Err(_) => break "closed by the application".into(),
+                },
+                () = async {
+                    match ping_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if ping_at.is_some() => {}
+            }
+        };
+        if let Ok(mut slot) = ended.lock() {
+            *slot = Some(outcome);
+        }
+        drop(from_vc);
+        for (_, (tx, task)) in self.in_writers.into_iter().chain(self.out_writers) {
+            drop(tx);
+            finish_writer(task).await;
+        }
+    }
+}
+
+/// The `n`th proxy of a round-robin list.
+fn pick(proxies: &[ProxyUrl], n: usize) -> Result<ProxyUrl, String> {
+    proxies
+        .get(n % proxies.len().max(1))
+        .cloned()
+        .ok_or_else(|| "no proxy to open a successor channel on".to_string())
+}
+
+/// The read half of a split stream, usable where a whole stream is expected (for reading).
+struct Rejoined {
+    read: tokio::io::ReadHalf<BoxedIo>,
+    write: Option<()>,
+}
+
+impl AsyncRead for Rejoined {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rejoined {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let _ = self.write;
+        std::task::Poll::Ready(Err(std::io::ErrorKind::Unsupported.into()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! The outbound proxy role (MS-RPCH 3.2.4): the proxy end of an OUT channel.
+//! The outbound proxy role (MS-RPCH 3.2.4): the proxy end of OUT channels.
 //!
-//! It reads CONN/A1 from the `RPC_OUT_DATA` request body, opens its TCP leg to the server, and
+//! It reads CONN/A1 from an `RPC_OUT_DATA` request body, opens its TCP leg to the server, and
 //! from then on streams everything the server sends into the response body, within the window
 //! the client advertised, keeping the channel alive with Pings when it is idle.
 //!
@@ -15,16 +15,27 @@
 //!    |                            |--FlowControlAck (our window)----->|
 //!    |   FCAwD(FDOutProxy) from the client arrives via IN -> server -->|
 //!    |<--Ping when idle-----------|--PingTrafficSentNotify----------->|
+//!
+//!  recycling (3.2.4.5.x), after the server's OUT_R2/A1 reaches the client, the client opens
+//!  a successor OUT request (Content-Length 120) starting with OUT_Rx/A3:
+//!    R2, this proxy knows the VC: attach_successor() --OUT_R2/A4--> server; on OUT_R2/B1
+//!        the old channel gets what is queued, then OUT_R2/B3 (EOF), and the successor its
+//!        200 header once the client's OUT_R2/C1 is in.
+//!    R1, another proxy had it: a fresh OutboundProxy sends OUT_R1/A4 on a new leg and holds
+//!        the successor until the client's OUT_R1/A11; the old proxy, on OUT_R1/A9, flushes,
+//!        sends OUT_R1/A10 and finishes.
 //! ```
 //!
-//! The 200 header itself is the shell's to write, right before the first bytes that
-//! [`OutboundProxy::poll_transmit_to_client`] returns (CONN/A3). Nothing but CONN/A3 precedes
-//! CONN/C2: impacket and Samba accept no Ping in between.
+//! [`OutboundProxy::poll_transmit_to_client`] yields [`ToClient::ResponseHead`] where the
+//! shell must write the `200 Success` response head, so it always precedes the channel's PDUs. Nothing but
+//! CONN/A3 precedes CONN/C2: impacket and Samba accept no Ping in between.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+pub use crate::inbound::ChannelId;
 
 use crate::cookie::Cookie;
 use crate::error::ProtocolError;
@@ -35,6 +46,10 @@ use crate::rts::{ForwardDestination, RtsCommand as C, RtsPdu, build, flags};
 
 /// Windows reports ping traffic to the server once more than this many bytes accumulated.
 const PING_REPORT_THRESHOLD: u32 = 1031;
+
+/// How long a client that has never acknowledged may stall a full window before the window is
+/// treated as advisory (Samba's client never sends FlowControlAck; notes 4.4).
+pub const NO_ACK_GRACE: Duration = Duration::from_secs(2);
 
 /// Settings of the outbound proxy role.
 #[derive(Debug, Clone, Copy)]
@@ -50,78 +65,158 @@ pub struct OutboundConfig {
 /// Where the outbound proxy is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboundState {
-    /// Waiting for CONN/A1 (Open_Start).
-    AwaitA1,
-    /// CONN/A1 seen; the shell is connecting to the server.
+    /// Waiting for CONN/A1 or OUT_R1/A3 (Open_Start).
+    AwaitFirst,
+    /// The first PDU was seen; the shell is connecting to the server.
     AwaitConnect,
     /// CONN/A2 and CONN/A3 sent; waiting for CONN/C1 (C1W).
     AwaitC1,
+    /// OUT_R1 successor: OUT_R1/A4 sent; holding everything until the client's OUT_R1/A11.
+    AwaitA11,
     /// Streaming.
     Opened,
+    /// OUT_R1 predecessor after OUT_R1/A9: flushing, then OUT_R1/A10, then done.
+    Draining,
+    /// Nothing more to do.
+    Finished,
 }
 
 impl OutboundState {
     fn name(self) -> &'static str {
         match self {
-            Self::AwaitA1 => "Open_Start",
+            Self::AwaitFirst => "Open_Start",
             Self::AwaitConnect => "connecting",
             Self::AwaitC1 => "C1W",
+            Self::AwaitA11 => "A11W",
             Self::Opened => "Opened",
+            Self::Draining => "draining (OUT_R1 predecessor)",
+            Self::Finished => "finished",
         }
     }
+}
+
+/// What to write on a client OUT channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToClient {
+    /// The `200 Success` response head (the shell knows the Content-Length to announce).
+    ResponseHead,
+    /// Bytes of the response body.
+    Pdu(Bytes),
 }
 
 /// What the shell must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutboundEvent {
-    /// CONN/A1 arrived: check the target and connect to the server.
-    ConnectRequested { vc: Cookie, out_channel: Cookie },
-    /// CONN/C2 was queued: the virtual connection is open.
+    /// The first PDU arrived: check the target and connect to the server.
+    ConnectRequested { vc: Cookie, recycled: bool },
+    /// CONN/C2 (or the successor's unplugging) was queued: the channel is open.
     Opened,
+    /// This channel is done (a recycled predecessor): write what is queued, then close it.
+    CloseClientChannel(ChannelId),
+    /// OUT_R1 predecessor: everything is written; close both sides.
+    Finished,
+    /// A client that never acknowledges was detected; its window is now advisory.
+    WindowAdvisory,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Channel {
     vc: Cookie,
-    out_channel: Cookie,
     version: u32,
 }
 
-/// The outbound proxy state machine for one OUT channel.
+/// One client OUT request.
+#[derive(Debug)]
+struct ClientChannel {
+    id: ChannelId,
+    cookie: Cookie,
+    window: SendWindow,
+    rts: Outbox,
+    /// Ack-less client detection: when the window last ran dry with no ack ever seen.
+    stalled_since: Option<Instant>,
+    advisory: bool,
+    /// The 200 header went out: nothing may be written before it.
+    head_sent: bool,
+    /// The head is due before anything else on this channel.
+    head_due: bool,
+}
+
+impl ClientChannel {
+    fn new(id: ChannelId, cookie: Cookie, window: u32) -> Self {
+        Self {
+            id,
+            cookie,
+            window: SendWindow::new(window),
+            rts: Outbox::default(),
+            stalled_since: None,
+            advisory: false,
+            head_sent: false,
+            head_due: false,
+        }
+    }
+
+    fn can_send(&self, len: usize) -> bool {
+        self.advisory || self.window.can_send(len)
+    }
+}
+
+/// OUT_R2 progress on this proxy.
+#[derive(Debug)]
+struct R2 {
+    successor: ClientChannel,
+    c1_seen: bool,
+    /// OUT_R2/B1 arrived: data from the server now belongs to the successor.
+    b1_seen: bool,
+}
+
+/// The outbound proxy state machine for one virtual connection's OUT side on this proxy.
 #[derive(Debug)]
 pub struct OutboundProxy {
     config: OutboundConfig,
     state: OutboundState,
     channel: Option<Channel>,
+    current: ClientChannel,
+    r2: Option<R2>,
+    /// OUT_R2: the predecessor channel after the switch, until its last RTS (B3) is written.
+    retired: Option<ClientChannel>,
+    /// OUT_R1 successor: (predecessor cookie, client window) for OUT_R1/A4.
+    r1_predecessor: Option<Cookie>,
     from_server: ReceiveWindow,
-    to_client: SendWindow,
-    rts_to_client: Outbox,
+    /// RPC PDUs for the current channel.
     rpc_to_client: Outbox,
+    /// OUT_R2 after B1: RPC PDUs for the successor, held until it becomes current.
+    rpc_for_successor: Outbox,
     to_server: Outbox,
     events: VecDeque<OutboundEvent>,
     last_client_write: Option<Instant>,
     ping_bytes_unreported: u32,
     pings_sent: u64,
+    recycles: u64,
 }
 
 const CHANNEL: &str = "OUT channel (client side)";
 const SERVER_CHANNEL: &str = "OUT channel (server side)";
 
 impl OutboundProxy {
-    pub fn new(config: OutboundConfig) -> Self {
+    /// A new OUT channel; `channel` is the shell's id for its HTTP request.
+    pub fn new(config: OutboundConfig, channel: ChannelId) -> Self {
         Self {
             config,
-            state: OutboundState::AwaitA1,
+            state: OutboundState::AwaitFirst,
             channel: None,
+            current: ClientChannel::new(channel, Cookie::default(), 0),
+            r2: None,
+            retired: None,
+            r1_predecessor: None,
             from_server: ReceiveWindow::new(config.receive_window),
-            to_client: SendWindow::new(0),
-            rts_to_client: Outbox::default(),
             rpc_to_client: Outbox::default(),
+            rpc_for_successor: Outbox::default(),
             to_server: Outbox::default(),
             events: VecDeque::new(),
             last_client_write: None,
             ping_bytes_unreported: 0,
             pings_sent: 0,
+            recycles: 0,
         }
     }
 
@@ -133,9 +228,19 @@ impl OutboundProxy {
         self.channel.map(|c| c.vc)
     }
 
+    /// The client channel currently written.
+    pub fn current_channel(&self) -> ChannelId {
+        self.current.id
+    }
+
     /// Pings sent to the client so far.
     pub fn pings_sent(&self) -> u64 {
         self.pings_sent
+    }
+
+    /// OUT_R2 recyclings completed on this proxy.
+    pub fn recycles(&self) -> u64 {
+        self.recycles
     }
 
     /// The ConnectionTimeout announced in CONN/A3, in milliseconds.
@@ -143,8 +248,8 @@ impl OutboundProxy {
         self.config.connection_timeout_ms
     }
 
-    /// A framed PDU from the client's OUT request body.
-    pub fn handle_client_pdu(&mut self, pdu: Bytes) -> Result<(), ProtocolError> {
+    /// A framed PDU from client channel `from`'s request body.
+    pub fn handle_client_pdu(&mut self, from: ChannelId, pdu: Bytes) -> Result<(), ProtocolError> {
         if !is_rts(&pdu) {
             return Err(ProtocolError::Unexpected {
                 channel: CHANNEL,
@@ -154,9 +259,23 @@ impl OutboundProxy {
             });
         }
         let rts = RtsPdu::decode(&pdu)?;
+        if let Some(r2) = self.r2.as_mut().filter(|r2| r2.successor.id == from) {
+            // OUT_R2/C1: the rest of the successor's 120-byte body.
+            return match (rts.flags, rts.commands.as_slice()) {
+                (flags::PING, [C::Empty] | [C::Padding(_)]) if !r2.c1_seen => {
+                    r2.c1_seen = true;
+                    self.advance_r2();
+                    Ok(())
+                }
+                _ => Err(self.unexpected("OUT_R2/C1", &rts)),
+            };
+        }
+        if from != self.current.id {
+            return Err(self.unexpected("nothing on an unknown channel", &rts));
+        }
         match (self.state, rts.flags, rts.commands.as_slice()) {
             (
-                OutboundState::AwaitA1,
+                OutboundState::AwaitFirst,
                 flags::NONE,
                 [
                     C::Version(version),
@@ -167,41 +286,125 @@ impl OutboundProxy {
             ) => {
                 self.channel = Some(Channel {
                     vc: *vc,
-                    out_channel: *out_channel,
                     version: (*version).min(crate::rts::RTS_VERSION),
                 });
-                self.to_client = SendWindow::new(*client_window);
+                self.current = ClientChannel::new(self.current.id, *out_channel, *client_window);
                 self.state = OutboundState::AwaitConnect;
                 self.events.push_back(OutboundEvent::ConnectRequested {
                     vc: *vc,
-                    out_channel: *out_channel,
+                    recycled: false,
                 });
                 Ok(())
             }
-            _ => Err(ProtocolError::Unexpected {
-                channel: CHANNEL,
-                state: self.state.name(),
-                expected: "CONN/A1",
-                got: rts.name().into(),
-            }),
+            // OUT_R1/A3 on a fresh proxy: the predecessor lives on another proxy (OUT_R1).
+            (
+                OutboundState::AwaitFirst,
+                flags::RECYCLE_CHANNEL,
+                [
+                    C::Version(version),
+                    C::Cookie(vc),
+                    C::Cookie(predecessor),
+                    C::Cookie(successor),
+                    C::ReceiveWindowSize(client_window),
+                ],
+            ) => {
+                self.channel = Some(Channel {
+                    vc: *vc,
+                    version: (*version).min(crate::rts::RTS_VERSION),
+                });
+                self.current = ClientChannel::new(self.current.id, *successor, *client_window);
+                self.r1_predecessor = Some(*predecessor);
+                self.state = OutboundState::AwaitConnect;
+                self.events.push_back(OutboundEvent::ConnectRequested {
+                    vc: *vc,
+                    recycled: true,
+                });
+                Ok(())
+            }
+            // OUT_R1/A11: the client switched to this (successor) channel: unplug.
+            (OutboundState::AwaitA11, flags::NONE, [C::Ance]) => {
+                self.current.head_due = true;
+                self.state = OutboundState::Opened;
+                self.events.push_back(OutboundEvent::Opened);
+                Ok(())
+            }
+            _ => Err(self.unexpected("CONN/A1, OUT_R1/A3 or OUT_R1/A11", &rts)),
         }
     }
 
-    /// The shell connected to the server: send CONN/A2, and CONN/A3 after the 200 header.
+    /// OUT_R2: a successor OUT request for this virtual connection arrived at this proxy with
+    /// OUT_R2/A3 as its first PDU.
+    pub fn attach_successor(
+        &mut self,
+        channel: ChannelId,
+        first: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let rts = RtsPdu::decode(first)?;
+        let (vc, predecessor, successor, window) = match (rts.flags, rts.commands.as_slice()) {
+            (
+                flags::RECYCLE_CHANNEL,
+                [
+                    C::Version(_),
+                    C::Cookie(vc),
+                    C::Cookie(p),
+                    C::Cookie(s),
+                    C::ReceiveWindowSize(w),
+                ],
+            ) => (*vc, *p, *s, *w),
+            _ => return Err(self.unexpected("OUT_R2/A3", &rts)),
+        };
+        if self.state != OutboundState::Opened || self.r2.is_some() {
+            return Err(self.unexpected("OUT_R2/A3 only on an open channel, once", &rts));
+        }
+        if self.channel.is_none_or(|c| c.vc != vc) || predecessor != self.current.cookie {
+            return Err(ProtocolError::CookieMismatch {
+                what: "OUT_R2/A3 predecessor",
+                expected: self.current.cookie.to_string(),
+                got: predecessor.to_string(),
+            });
+        }
+        self.r2 = Some(R2 {
+            successor: ClientChannel::new(channel, successor, window),
+            c1_seen: false,
+            b1_seen: false,
+        });
+        self.to_server
+            .push(build::successor_cookie(successor).to_bytes());
+        Ok(())
+    }
+
+    /// The shell connected to the server: CONN/A2 (+ 200 header and CONN/A3), or OUT_R1/A4.
     pub fn server_connected(&mut self) {
         let Some(channel) = self.channel else { return };
         if self.state != OutboundState::AwaitConnect {
             return;
         }
+        if let Some(predecessor) = self.r1_predecessor {
+            self.to_server.push(
+                build::out_r1_a4(
+                    channel.vc,
+                    predecessor,
+                    self.current.cookie,
+                    self.config.channel_lifetime,
+                    self.config.receive_window,
+                    self.config.connection_timeout_ms,
+                )
+                .to_bytes(),
+            );
+            self.state = OutboundState::AwaitA11;
+            return;
+        }
         let a2 = build::conn_a2(
             channel.version,
             channel.vc,
-            channel.out_channel,
+            self.current.cookie,
             self.config.channel_lifetime,
             self.config.receive_window,
         );
         self.to_server.push(a2.to_bytes());
-        self.rts_to_client
+        self.current.head_due = true;
+        self.current
+            .rts
             .push(build::conn_a3(self.config.connection_timeout_ms).to_bytes());
         self.state = OutboundState::AwaitC1;
     }
@@ -209,16 +412,20 @@ impl OutboundProxy {
     /// A framed PDU from the server leg.
     pub fn handle_server_pdu(&mut self, pdu: Bytes) -> Result<(), ProtocolError> {
         if !is_rts(&pdu) {
-            if self.state != OutboundState::Opened {
+            if !matches!(self.state, OutboundState::Opened | OutboundState::AwaitA11) {
                 return Err(ProtocolError::Unexpected {
                     channel: SERVER_CHANNEL,
                     state: self.state.name(),
-                    expected: "CONN/C1",
+                    expected: "RTS PDUs only",
                     got: "an RPC PDU".into(),
                 });
             }
             self.from_server.on_received(pdu.len(), SERVER_CHANNEL)?;
-            self.rpc_to_client.push(pdu);
+            if self.r2.as_ref().is_some_and(|r2| r2.b1_seen) {
+                self.rpc_for_successor.push(pdu);
+            } else {
+                self.rpc_to_client.push(pdu);
+            }
             return Ok(());
         }
         let rts = RtsPdu::decode(&pdu)?;
@@ -234,28 +441,35 @@ impl OutboundProxy {
             ) => {
                 // CONN/C2 carries the inbound proxy's window and timeout, copied from C1.
                 let c2 = build::conn_c1_c2(*version, *window, *timeout);
-                self.rts_to_client.push(c2.to_bytes());
+                self.current.rts.push(c2.to_bytes());
                 self.state = OutboundState::Opened;
                 self.events.push_back(OutboundEvent::Opened);
                 Ok(())
             }
             (
-                OutboundState::Opened,
+                OutboundState::Opened
+                | OutboundState::AwaitA11
+                | OutboundState::Draining
+                | OutboundState::Finished,
                 flags::OTHER_CMD,
                 [C::Destination(dest), C::FlowControlAck(ack)],
             ) => {
                 match dest {
-                    // The client's acknowledgement of the OUT channel, forwarded by the server.
+                    // The client's acknowledgement of an OUT channel, forwarded by the server.
                     ForwardDestination::OutProxy => {
-                        if self
-                            .channel
-                            .is_some_and(|c| c.out_channel == ack.channel_cookie)
+                        if self.current.cookie == ack.channel_cookie {
+                            self.current.window.on_ack(ack);
+                            self.current.stalled_since = None;
+                        } else if let Some(r2) = self
+                            .r2
+                            .as_mut()
+                            .filter(|r2| r2.successor.cookie == ack.channel_cookie)
                         {
-                            self.to_client.on_ack(ack);
+                            r2.successor.window.on_ack(ack);
                         }
                     }
                     // The inbound proxy's acknowledgement for the client: pass it on.
-                    ForwardDestination::Client => self.rts_to_client.push(pdu),
+                    ForwardDestination::Client => self.current.rts.push(pdu),
                     _ => {
                         return Err(ProtocolError::Unexpected {
                             channel: SERVER_CHANNEL,
@@ -267,51 +481,150 @@ impl OutboundProxy {
                 }
                 Ok(())
             }
-            (OutboundState::Opened, _, _)
+            // OUT_R2/B1 (same proxy) or OUT_R1/A9 (predecessor proxy).
+            (OutboundState::Opened, flags::NONE, [C::Ance]) => {
+                if let Some(r2) = self.r2.as_mut() {
+                    r2.b1_seen = true;
+                    self.advance_r2();
+                } else {
+                    self.state = OutboundState::Draining;
+                    self.finish_draining();
+                }
+                Ok(())
+            }
+            // OUT_R2/B2: the server refused the successor.
+            (OutboundState::Opened, flags::NONE, [C::NegativeAnce]) => {
+                if let Some(r2) = self.r2.take() {
+                    self.events
+                        .push_back(OutboundEvent::CloseClientChannel(r2.successor.id));
+                }
+                Ok(())
+            }
+            // Everything addressed to the client is delivered unchanged (3.2.4.5.x):
+            // OUT_R2/A1 -> A2, OUT_R2/A5 -> A6, OUT_R1/A5 -> A6, IN_Rx/A3 -> A4.
+            (OutboundState::Opened | OutboundState::AwaitA11, _, _)
                 if rts.destination() == Some(ForwardDestination::Client) =>
             {
-                self.rts_to_client.push(pdu);
+                self.current.rts.push(pdu);
                 Ok(())
             }
             _ => Err(ProtocolError::Unexpected {
                 channel: SERVER_CHANNEL,
                 state: self.state.name(),
-                expected: "CONN/C1, RPC PDUs or PDUs for the client",
+                expected: "CONN/C1, RPC PDUs, recycling PDUs or PDUs for the client",
                 got: rts.name().into(),
             }),
         }
     }
 
-    /// The next bytes for the client's response body: RTS first, then RPC within the window.
-    pub fn poll_transmit_to_client(&mut self, now: Instant) -> Option<Bytes> {
-        let pdu = if let Some(pdu) = self.rts_to_client.pop() {
+    /// OUT_R2 step 10: once B1 has come and the old channel's data is out, end the old channel
+    /// with OUT_R2/B3 and make the successor current (its header once its C1 is in).
+    fn advance_r2(&mut self) {
+        let Some(r2) = self.r2.as_ref() else { return };
+        if !r2.b1_seen || !self.rpc_to_client.is_empty() || !r2.c1_seen {
+            return;
+        }
+        let Some(r2) = self.r2.take() else { return };
+        self.current.rts.push(build::out_r2_b3().to_bytes());
+        let old = std::mem::replace(&mut self.current, r2.successor);
+        // The old channel's RTS queue (ending in B3) still has to be written.
+        self.retired = Some(old);
+        self.rpc_to_client = std::mem::take(&mut self.rpc_for_successor);
+        self.current.head_due = true;
+        self.recycles += 1;
+    }
+
+    fn finish_draining(&mut self) {
+        if self.state == OutboundState::Draining && self.rpc_to_client.is_empty() {
+            self.current.rts.push(build::ance().to_bytes());
+            self.state = OutboundState::Finished;
+            self.events.push_back(OutboundEvent::Finished);
+        }
+    }
+
+    /// The next bytes for client channel `channel`: RTS first, then RPC within the window.
+    pub fn poll_transmit_to_client(
+        &mut self,
+        channel: ChannelId,
+        now: Instant,
+    ) -> Option<ToClient> {
+        if channel == self.current.id && self.current.head_due {
+            self.current.head_due = false;
+            self.current.head_sent = true;
+            return Some(ToClient::ResponseHead);
+        }
+        self.poll_pdu_to_client(channel, now).map(ToClient::Pdu)
+    }
+
+    fn poll_pdu_to_client(&mut self, channel: ChannelId, now: Instant) -> Option<Bytes> {
+        if let Some(old) = self.retired.as_mut().filter(|old| old.id == channel) {
+            let pdu = old.rts.pop();
+            if old.rts.is_empty() {
+                let id = old.id;
+                self.retired = None;
+                self.events.push_back(OutboundEvent::CloseClientChannel(id));
+            }
+            return pdu;
+        }
+        if channel != self.current.id || !self.current.head_sent {
+            return None;
+        }
+        let pdu = if let Some(pdu) = self.current.rts.pop() {
             pdu
         } else {
             let len = self.rpc_to_client.front_len()?;
-            if self.state != OutboundState::Opened || !self.to_client.can_send(len) {
+            if !matches!(self.state, OutboundState::Opened | OutboundState::Draining) {
+                return None;
+            }
+            if !self.current.can_send(len) {
+                self.note_stall(now);
                 return None;
             }
             let pdu = self.rpc_to_client.pop()?;
-            self.to_client.on_sent(len);
-            if let Some(channel) = self.channel
-                && let Some(ack) = self.from_server.on_consumed(len, channel.out_channel)
-            {
+            self.current.window.on_sent(len);
+            if let Some(ack) = self.from_server.on_consumed(len, self.current.cookie) {
                 self.to_server.push(build::flow_control_ack(ack).to_bytes());
             }
+            self.advance_r2();
+            self.finish_draining();
             pdu
         };
         self.last_client_write = Some(now);
         Some(pdu)
     }
 
-    /// Whether anything is ready for the client right now.
-    pub fn has_transmit_to_client(&self) -> bool {
-        !self.rts_to_client.is_empty()
-            || (self.state == OutboundState::Opened
-                && self
-                    .rpc_to_client
-                    .front_len()
-                    .is_some_and(|len| self.to_client.can_send(len)))
+    /// Samba's client never acknowledges: after a full window and [`NO_ACK_GRACE`] without a
+    /// single ack, stop enforcing the window for this channel and rely on TCP back-pressure
+    /// (the shell writes only as fast as the socket drains).
+    fn note_stall(&mut self, now: Instant) {
+        let channel = &mut self.current;
+        if channel.advisory || channel.window.acks_seen() > 0 {
+            return;
+        }
+        match channel.stalled_since {
+            None => channel.stalled_since = Some(now),
+            Some(since) if now.duration_since(since) >= NO_ACK_GRACE => {
+                channel.advisory = true;
+                self.events.push_back(OutboundEvent::WindowAdvisory);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Whether anything is ready for client channel `channel` right now.
+    pub fn has_transmit_to_client(&self, channel: ChannelId) -> bool {
+        if let Some(old) = self.retired.as_ref().filter(|old| old.id == channel) {
+            return !old.rts.is_empty();
+        }
+        channel == self.current.id
+            && (self.current.head_due || self.current.head_sent)
+            && (!self.current.rts.is_empty()
+                || self.current.head_due
+                || (matches!(self.state, OutboundState::Opened | OutboundState::Draining)
+                    && self
+                        .rpc_to_client
+                        .front_len()
+                        .is_some_and(|len| self.current.can_send(len))))
     }
 
     /// The next PDU for the server leg.
@@ -323,14 +636,16 @@ impl OutboundProxy {
         !self.to_server.is_empty()
     }
 
-    /// Back-pressure: read more from the server only while this is true.
+    /// Whether to read the server leg.
     pub fn wants_server_data(&self) -> bool {
-        self.rpc_to_client.bytes() < self.config.receive_window as usize
+        // Our receive window bounds what the server may send (one that ignores it is cut off),
+        // and RTS PDUs queued behind its data must be read without waiting for the client.
+        true
     }
 
     /// Bytes queued for the client.
     pub fn queued_bytes(&self) -> usize {
-        self.rpc_to_client.bytes() + self.rts_to_client.bytes()
+        self.rpc_to_client.bytes() + self.rpc_for_successor.bytes() + self.current.rts.bytes()
     }
 
     /// Idle interval after which a Ping keeps the OUT channel alive: half the timeout.
@@ -343,21 +658,33 @@ impl OutboundProxy {
         if self.state != OutboundState::Opened {
             return None;
         }
-        self.last_client_write.map(|t| t + self.ping_interval())
+        let ping = self.last_client_write.map(|t| t + self.ping_interval());
+        let stall = self
+            .current
+            .stalled_since
+            .filter(|_| !self.current.advisory)
+            .map(|t| t + NO_ACK_GRACE);
+        ping.into_iter().chain(stall).min()
     }
 
     /// Time passed: ping the client if the channel has been idle (MS-RPCH 3.2.4.5.x).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let Some(deadline) = self.poll_timeout() else {
+        if self.state != OutboundState::Opened {
+            return;
+        }
+        if self.current.stalled_since.is_some() && !self.has_transmit_to_client(self.current.id) {
+            self.note_stall(now);
+        }
+        let Some(last) = self.last_client_write else {
             return;
         };
-        if now < deadline {
+        if now < last + self.ping_interval() {
             return;
         }
         let ping = build::ping().to_bytes();
         self.ping_bytes_unreported += ping.len() as u32;
         self.pings_sent += 1;
-        self.rts_to_client.push(ping);
+        self.current.rts.push(ping);
         // Windows reports accumulated ping bytes past ~1 KiB so the server can count them
         // against the channel lifetime.
         if self.ping_bytes_unreported > PING_REPORT_THRESHOLD {
@@ -370,5 +697,14 @@ impl OutboundProxy {
 
     pub fn poll_event(&mut self) -> Option<OutboundEvent> {
         self.events.pop_front()
+    }
+
+    fn unexpected(&self, expected: &'static str, rts: &RtsPdu) -> ProtocolError {
+        ProtocolError::Unexpected {
+            channel: CHANNEL,
+            state: self.state.name(),
+            expected,
+            got: rts.name().into(),
+        }
     }
 }

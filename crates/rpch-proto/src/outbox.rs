@@ -43,6 +43,18 @@ impl Outbox {
         self.queue.len()
     }
 
+    /// Replaces the last queued PDU with `pdu` if `matches` says so; false if nothing changed.
+    pub fn replace_last_if(&mut self, pdu: Bytes, matches: impl FnOnce(&Bytes) -> bool) -> bool {
+        match self.queue.back_mut() {
+            Some(last) if matches(last) => {
+                self.bytes = self.bytes - last.len() + pdu.len();
+                *last = pdu;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn clear(&mut self) {
         self.queue.clear();
         self.bytes = 0;

@@ -2,24 +2,31 @@
 //! and one ncacn_ip_tcp connection to the backend, driving [`ServerVc`].
 //!
 //! The driver task is the first leg's task. It waits (bounded by the setup timeout) for the
-//! second leg, opens the backend connection, then loops: feed PDUs read from the IN leg, the
-//! OUT leg and the backend into the state machine (reading only while it wants more, which is
-//! the back-pressure), and hand whatever it has ready to each socket's writer task. Whichever
-//! side ends first ends all three connections.
+//! second leg, opens the backend connection, registers the connection as live (so successor
+//! legs from channel recycling reach it), then loops: feed PDUs read from the legs and the
+//! backend into the state machine (reading the IN leg and the backend only while it wants
+//! more, which is the back-pressure), hand whatever it has ready to each socket's writer task,
+//! and follow recycling: attach successor legs, retire predecessors once their last PDUs are
+//! written. Whichever side ends first ends every connection of the virtual connection.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use rpch_proto::server::{Leg, ServerConfig, ServerVc};
+use bytes::{Bytes, BytesMut};
+use rpch_proto::Cookie;
+use rpch_proto::server::{Dest, Leg, LegId, ServerConfig, ServerEvent, ServerVc};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, info, info_span, warn};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Endpoint;
 use super::pairing::LegConn;
 use crate::connect::{TCP_KEEPALIVE_IDLE, connect, tune_socket};
-use crate::framed::{PduReader, WriterTx, spawn_writer};
+use crate::framed::{PduReader, ReadError, WriterTx, finish_writer, spawn_writer};
 
 /// Drives the virtual connection whose first leg is `first`.
 pub async fn drive(
@@ -29,7 +36,7 @@ pub async fn drive(
     generation: u64,
     second: oneshot::Receiver<LegConn>,
 ) {
-    let Some(vc_cookie) = vc_of(&first) else {
+    let Some(vc_cookie) = first.first.vc() else {
         return;
     };
     let span = info_span!("vc", vc = %vc_cookie);
@@ -38,7 +45,8 @@ pub async fn drive(
             receive_window: endpoint.settings.receive_window,
             setup_timeout: endpoint.settings.setup_timeout,
         };
-        let mut vc = match ServerVc::new(config, &first.first, Instant::now()) {
+        let first_id = LegId(first.conn_id);
+        let mut vc = match ServerVc::new(config, &first.first, first_id, Instant::now()) {
             Ok(vc) => vc,
             Err(e) => {
                 endpoint.table.forget(&vc_cookie, generation);
@@ -60,19 +68,19 @@ pub async fn drive(
                 "closing: the {} leg never arrived within {} s",
                 match this_leg {
                     Leg::In => "OUT",
-                    _ => "IN",
+                    Leg::Out => "IN",
                 },
                 endpoint.settings.setup_timeout.as_secs()
             );
             return;
         };
-        if let Err(e) = vc.complete(&second.first) {
+        if let Err(e) = vc.complete(&second.first, LegId(second.conn_id)) {
             warn!("closing: pairing failed: {e}");
             return;
         }
         let (in_leg, out_leg) = match this_leg {
             Leg::In => (first, second),
-            _ => (second, first),
+            Leg::Out => (second, first),
         };
         info!(
             in_peer = %in_leg.peer, in_conn = in_leg.conn_id,
@@ -101,96 +109,349 @@ pub async fn drive(
         tune_socket(&backend_stream, TCP_KEEPALIVE_IDLE);
         endpoint.stats.vcs_opened.fetch_add(1, Ordering::Relaxed);
         endpoint.stats.vcs_active.fetch_add(1, Ordering::Relaxed);
+        let (live_generation, successors) = endpoint.table.register_live(vc_cookie);
         let started = Instant::now();
-        let outcome = run(&mut vc, in_leg, out_leg, backend_stream).await;
+        let outcome = Bridge::new(
+            vc_cookie,
+            in_leg,
+            out_leg,
+            backend_stream,
+            endpoint.settings.setup_timeout,
+        )
+        .run(&mut vc, successors)
+        .await;
+        endpoint.table.forget_live(&vc_cookie, live_generation);
         endpoint.stats.vcs_active.fetch_sub(1, Ordering::Relaxed);
+        let (in_recycles, out_recycles) = vc.recycles();
         info!(
             seconds = started.elapsed().as_secs_f64(),
-            out_bytes = vc.out_bytes_sent(),
-            "virtual connection closed: {outcome}"
+            in_recycles, out_recycles, "virtual connection closed: {outcome}"
         );
     }
     .instrument(span)
     .await;
 }
 
-fn vc_of(leg: &LegConn) -> Option<rpch_proto::Cookie> {
-    match &leg.first {
-        rpch_proto::server::FirstPdu::ConnA2(a2) => Some(a2.vc),
-        rpch_proto::server::FirstPdu::ConnB2(b2) => Some(b2.vc),
-        _ => None,
+type LegReader = PduReader<OwnedReadHalf>;
+
+/// A reader slot: which leg it reads, if any.
+type Slot = Option<(LegId, LegReader)>;
+
+/// The sockets of one virtual connection.
+struct Bridge {
+    vc: Cookie,
+    /// Readers: IN, IN successor, OUT, OUT successor, and the retired IN and OUT legs.
+    slots: [Slot; 6],
+    writers: HashMap<LegId, (WriterTx, JoinHandle<std::io::Result<u64>>)>,
+    /// Legs retired by recycling, with the time by which their proxy must have closed them.
+    /// They stay open until then: an outbound proxy draining its old channel still needs
+    /// the client's acknowledgements, which we forward to it.
+    closing: Vec<(LegId, tokio::time::Instant)>,
+    retire_grace: std::time::Duration,
+    backend_reader: PduReader<OwnedReadHalf>,
+    backend_tx: WriterTx,
+    backend_task: JoinHandle<std::io::Result<u64>>,
+}
+
+const IN: usize = 0;
+const IN_NEXT: usize = 1;
+const OUT: usize = 2;
+const OUT_NEXT: usize = 3;
+const IN_OLD: usize = 4;
+const OUT_OLD: usize = 5;
+
+async fn read_slot(slot: &mut Slot) -> (LegId, Result<Option<Bytes>, ReadError>) {
+    match slot {
+        Some((id, reader)) => (*id, reader.next().await),
+        None => std::future::pending().await,
     }
 }
 
-/// Hands `vc`'s ready PDUs for `leg` to its writer without waiting; false if the writer died.
-fn flush(vc: &mut ServerVc, leg: Leg, tx: &WriterTx) -> bool {
-    while vc.has_transmit(leg) {
-        match tx.try_reserve() {
-            Ok(permit) => {
-                if let Some(pdu) = vc.poll_transmit(leg) {
-                    permit.send(pdu);
+impl Bridge {
+    fn new(
+        vc: Cookie,
+        in_leg: LegConn,
+        out_leg: LegConn,
+        backend: TcpStream,
+        retire_grace: std::time::Duration,
+    ) -> Self {
+        let (be_r, be_w) = backend.into_split();
+        let (backend_tx, backend_task) = spawn_writer(be_w);
+        let mut bridge = Self {
+            vc,
+            slots: [None, None, None, None, None, None],
+            writers: HashMap::new(),
+            closing: Vec::new(),
+            retire_grace,
+            backend_reader: PduReader::new(be_r, BytesMut::new()),
+            backend_tx,
+            backend_task,
+        };
+        bridge.add(IN, in_leg);
+        bridge.add(OUT, out_leg);
+        bridge
+    }
+
+    fn add(&mut self, slot: usize, leg: LegConn) {
+        let id = LegId(leg.conn_id);
+        let (r, w) = leg.stream.into_split();
+        if let Some(s) = self.slots.get_mut(slot) {
+            *s = Some((id, PduReader::new(r, leg.leftover)));
+        }
+        self.writers.insert(id, spawn_writer(w));
+    }
+
+    /// The reader slot of leg `id`.
+    fn slot_of(&self, id: LegId) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|(leg, _)| *leg == id))
+    }
+
+    /// Hands ready PDUs to writers without waiting. Returns a leg whose writer is full while
+    /// the machine has more for it (to wait on), or an error if a writer died.
+    fn flush(&mut self, vc: &mut ServerVc) -> Result<Option<(LegId, WriterTx)>, String> {
+        // Handing one PDU on can make another ready (an ack for the IN leg when the backend
+        // takes data, a recycling PDU): repeat until a pass moves nothing.
+        loop {
+            let (blocked, moved) = self.flush_pass(vc)?;
+            if !moved {
+                return Ok(blocked);
+            }
+        }
+    }
+
+    fn flush_pass(
+        &mut self,
+        vc: &mut ServerVc,
+    ) -> Result<(Option<(LegId, WriterTx)>, bool), String> {
+        let now = Instant::now();
+        let mut blocked = None;
+        let mut moved = false;
+        for (id, (tx, _)) in &self.writers {
+            while vc.has_transmit(Dest::Leg(*id)) {
+                match tx.try_reserve() {
+                    Ok(permit) => {
+                        if let Some(pdu) = vc.poll_transmit(Dest::Leg(*id), now) {
+                            permit.send(pdu);
+                            moved = true;
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Full(())) => {
+                        blocked.get_or_insert((*id, tx.clone()));
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(())) => {
+                        return Err(format!("writing to leg {} failed", id.0));
+                    }
                 }
             }
-            Err(mpsc::error::TrySendError::Full(())) => return true,
-            Err(mpsc::error::TrySendError::Closed(())) => return false,
+        }
+        while vc.has_transmit(Dest::Backend) {
+            match self.backend_tx.try_reserve() {
+                Ok(permit) => {
+                    if let Some(pdu) = vc.poll_transmit(Dest::Backend, now) {
+                        permit.send(pdu);
+                        moved = true;
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(())) => break,
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    return Err("writing to the backend failed".into());
+                }
+            }
+        }
+        // Retired legs whose proxy never closed them are closed at their deadline.
+        let now = tokio::time::Instant::now();
+        let overdue: Vec<LegId> = self
+            .closing
+            .iter()
+            .filter(|(_, deadline)| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            self.close_retired(vc, id);
+        }
+        Ok((blocked, moved))
+    }
+
+    /// Drops a retired leg: its proxy closed it, or its time ran out.
+    fn close_retired(&mut self, vc: &mut ServerVc, id: LegId) {
+        self.closing.retain(|(c, _)| *c != id);
+        if let Some((tx, task)) = self.writers.remove(&id) {
+            drop(tx);
+            tokio::spawn(finish_writer(task));
+        }
+        if let Some(slot) = self.slot_of(id).and_then(|i| self.slots.get_mut(i)) {
+            *slot = None;
+        }
+        let _ = vc.leg_closed(id);
+        debug!(leg = id.0, "retired leg closed");
+    }
+
+    fn on_event(&mut self, event: ServerEvent) {
+        match event {
+            ServerEvent::CloseLeg(id) => {
+                // Keep reading it (to see its proxy close it) in the retired slot.
+                let retired_slot = match self.slot_of(id) {
+                    Some(IN) | Some(IN_NEXT) | Some(IN_OLD) => IN_OLD,
+                    _ => OUT_OLD,
+                };
+                let reader = self
+                    .slot_of(id)
+                    .and_then(|i| self.slots.get_mut(i))
+                    .and_then(Option::take);
+                if let Some(old) = self.slots.get_mut(retired_slot) {
+                    // A still older retired leg is given up in favour of the newer one.
+                    if let Some((older, _)) = old.take() {
+                        self.closing.retain(|(c, _)| *c != older);
+                        if let Some((tx, task)) = self.writers.remove(&older) {
+                            drop(tx);
+                            tokio::spawn(finish_writer(task));
+                        }
+                    }
+                    *old = reader;
+                }
+                self.closing
+                    .push((id, tokio::time::Instant::now() + self.retire_grace));
+            }
+            ServerEvent::Recycled { leg, r1 } => {
+                info!(leg = ?leg, r1, "channel recycled");
+                let (current, next) = match leg {
+                    Leg::In => (IN, IN_NEXT),
+                    Leg::Out => (OUT, OUT_NEXT),
+                };
+                if r1 {
+                    let successor = self.slots.get_mut(next).and_then(Option::take);
+                    if let Some(slot) = self.slots.get_mut(current) {
+                        *slot = successor;
+                    }
+                }
+            }
         }
     }
-    true
-}
 
-/// Bridges until one side ends; returns why it ended.
-async fn run(vc: &mut ServerVc, in_leg: LegConn, out_leg: LegConn, backend: TcpStream) -> String {
-    let (in_r, in_w) = in_leg.stream.into_split();
-    let (out_r, out_w) = out_leg.stream.into_split();
-    let (be_r, be_w) = backend.into_split();
-    let mut in_reader = PduReader::new(in_r, in_leg.leftover);
-    let mut out_reader = PduReader::new(out_r, out_leg.leftover);
-    let mut backend_reader = PduReader::new(be_r, bytes::BytesMut::new());
-    let (in_tx, in_task) = spawn_writer(in_w);
-    let (out_tx, out_task) = spawn_writer(out_w);
-    let (be_tx, be_task) = spawn_writer(be_w);
-
-    let outcome = loop {
-        if !(flush(vc, Leg::In, &in_tx)
-            && flush(vc, Leg::Out, &out_tx)
-            && flush(vc, Leg::Backend, &be_tx))
-        {
-            break "a connection failed while writing".to_string();
-        }
-        tokio::select! {
-            read = in_reader.next(), if vc.wants_in_data() => match read {
-                Ok(Some(pdu)) => if let Err(e) = vc.handle_in_pdu(pdu) { break format!("IN leg: {e}") },
-                Ok(None) => break "the IN leg closed".into(),
-                Err(e) => break format!("IN leg: {e}"),
-            },
-            read = out_reader.next() => match read {
-                Ok(Some(pdu)) => if let Err(e) = vc.handle_out_pdu(pdu) { break format!("OUT leg: {e}") },
-                Ok(None) => break "the OUT leg closed".into(),
-                Err(e) => break format!("OUT leg: {e}"),
-            },
-            read = backend_reader.next(), if vc.wants_backend_data() => match read {
-                Ok(Some(pdu)) => if let Err(e) = vc.handle_backend_pdu(pdu) { break format!("backend: {e}") },
-                Ok(None) => break "the backend closed the connection".into(),
-                Err(e) => break format!("backend: {e}"),
-            },
-            permit = in_tx.reserve(), if vc.has_transmit(Leg::In) => match permit {
-                Ok(permit) => if let Some(pdu) = vc.poll_transmit(Leg::In) { permit.send(pdu) },
-                Err(_) => break "the IN leg failed".into(),
-            },
-            permit = out_tx.reserve(), if vc.has_transmit(Leg::Out) => match permit {
-                Ok(permit) => if let Some(pdu) = vc.poll_transmit(Leg::Out) { permit.send(pdu) },
-                Err(_) => break "the OUT leg failed".into(),
-            },
-            permit = be_tx.reserve(), if vc.has_transmit(Leg::Backend) => match permit {
-                Ok(permit) => if let Some(pdu) = vc.poll_transmit(Leg::Backend) { permit.send(pdu) },
-                Err(_) => break "the backend connection failed".into(),
-            },
-        }
-    };
-    // Let each writer drain what it was given, then close every socket.
-    drop((in_tx, out_tx, be_tx));
-    for task in [in_task, out_task, be_task] {
-        crate::framed::finish_writer(task).await;
+    /// Bridges until one side ends; returns why it ended.
+    async fn run(mut self, vc: &mut ServerVc, mut successors: mpsc::Receiver<LegConn>) -> String {
+        let outcome = loop {
+            while let Some(event) = vc.poll_event() {
+                self.on_event(event);
+            }
+            let blocked = match self.flush(vc) {
+                Ok(blocked) => blocked,
+                Err(why) => break why,
+            };
+            let deadline = vc.poll_timeout().map(tokio::time::Instant::from_std);
+            let wants_in = vc.wants_in_data();
+            let wants_backend = vc.wants_backend_data();
+            let closing_deadline = self.closing.iter().map(|(_, d)| *d).min();
+            let [in_slot, in_next, out_slot, out_next, in_old, out_old] = &mut self.slots;
+            let read = tokio::select! {
+                read = read_slot(in_slot), if in_slot.is_some() && wants_in => read,
+                read = read_slot(in_next), if in_next.is_some() => read,
+                read = read_slot(out_slot), if out_slot.is_some() => read,
+                read = read_slot(out_next), if out_next.is_some() => read,
+                read = read_slot(in_old), if in_old.is_some() => read,
+                read = read_slot(out_old), if out_old.is_some() => read,
+                () = async {
+                    match closing_deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if closing_deadline.is_some() => continue,
+                read = self.backend_reader.next(), if wants_backend => {
+                    match read {
+                        Ok(Some(pdu)) => match vc.handle_backend_pdu(pdu) {
+                            Ok(()) => continue,
+                            Err(e) => break format!("backend: {e}"),
+                        },
+                        Ok(None) => break "the backend closed the connection".into(),
+                        Err(e) => break format!("backend: {e}"),
+                    }
+                }
+                leg = successors.recv() => {
+                    let Some(leg) = leg else { continue };
+                    let id = LegId(leg.conn_id);
+                    let slot = match leg.first {
+                        rpch_proto::server::FirstPdu::InR1A2(_) => IN_NEXT,
+                        _ => OUT_NEXT,
+                    };
+                    if let Err(e) = vc.attach_leg(&leg.first, id, Instant::now()) {
+                        break format!("successor leg from {}: {e}", leg.peer);
+                    }
+                    info!(leg = id.0, peer = %leg.peer, "successor leg attached (recycling through another proxy)");
+                    self.add(slot, leg);
+                    continue;
+                }
+                permit = async {
+                    match &blocked {
+                        Some((_, tx)) => tx.reserve().await,
+                        None => std::future::pending().await,
+                    }
+                }, if blocked.is_some() => {
+                    let Some((id, _)) = blocked else { continue };
+                    match permit {
+                        Ok(permit) => {
+                            if let Some(pdu) = vc.poll_transmit(Dest::Leg(id), Instant::now()) {
+                                permit.send(pdu);
+                            }
+                            continue;
+                        }
+                        Err(_) => break format!("writing to leg {} failed", id.0),
+                    }
+                }
+                () = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if deadline.is_some() => {
+                    match vc.handle_timeout(Instant::now()) {
+                        Ok(()) => continue,
+                        Err(e) => break e.to_string(),
+                    }
+                }
+            };
+            let (leg, result) = read;
+            match result {
+                Ok(Some(pdu)) => {
+                    if let Err(e) = vc.handle_pdu(leg, pdu) {
+                        break format!("leg {}: {e}", leg.0);
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    let why = match result {
+                        Err(e) => e.to_string(),
+                        _ => "closed".into(),
+                    };
+                    if self.closing.iter().any(|(c, _)| *c == leg) {
+                        self.close_retired(vc, leg);
+                        continue;
+                    }
+                    if let Some(slot) = self.slot_of(leg).and_then(|i| self.slots.get_mut(i)) {
+                        *slot = None;
+                    }
+                    if let Err(e) = vc.leg_closed(leg) {
+                        break format!("leg {} {why}: {e}", leg.0);
+                    }
+                }
+            }
+        };
+        self.shutdown().await;
+        let _ = self.vc;
+        outcome
     }
-    outcome
+
+    /// Lets each writer drain what it was given, then closes every socket.
+    async fn shutdown(self) {
+        drop(self.backend_tx);
+        let mut tasks: Vec<JoinHandle<std::io::Result<u64>>> = vec![self.backend_task];
+        for (_, (tx, task)) in self.writers {
+            drop(tx);
+            tasks.push(task);
+        }
+        for task in tasks {
+            finish_writer(task).await;
+        }
+    }
 }

@@ -165,13 +165,23 @@ async fn handle_leg(
         }
         FirstPdu::ConnA2(a2) => (a2.vc, Leg::Out),
         FirstPdu::ConnB2(b2) => (b2.vc, Leg::In),
-        FirstPdu::Recycle { vc, name } => {
-            reject(
-                &endpoint,
-                format_args!(
-                    "{name} for virtual connection {vc}: channel recycling across proxies is not supported yet"
-                ),
-            );
+        FirstPdu::InR1A2(_) | FirstPdu::OutR1A4(_) => {
+            let name = classified.name();
+            let Some(vc) = classified.vc() else { return };
+            info!(vc = %vc, "{name}: a successor leg from another proxy (channel recycling)");
+            let leg = LegConn {
+                stream,
+                leftover,
+                first: classified,
+                peer,
+                conn_id,
+            };
+            if endpoint.table.route_successor(vc, leg).is_err() {
+                reject(
+                    &endpoint,
+                    format_args!("{name} for virtual connection {vc}, which is not open here"),
+                );
+            }
             return;
         }
     };

@@ -5,6 +5,9 @@
 //! instance and arrive in either order, finds the entry and hands its socket over. Because
 //! pairing happens here, in one process chosen by `server:port`, IN and OUT channels can never
 //! be "split" across back ends the way the seed's DSProxy splits them.
+//!
+//! Once paired, the driver registers the connection as live, so that successor legs from
+//! channel recycling through another proxy (IN_R1/A2, OUT_R1/A4) find it too.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +17,7 @@ use bytes::BytesMut;
 use rpch_proto::Cookie;
 use rpch_proto::server::{FirstPdu, Leg};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// One accepted proxy leg, after its first PDU.
 #[derive(Debug)]
@@ -60,17 +63,17 @@ pub struct PairingTable {
 #[derive(Debug, Default)]
 struct Inner {
     waiting: HashMap<Cookie, Waiting>,
+    live: HashMap<Cookie, (u64, mpsc::Sender<LegConn>)>,
     next_generation: u64,
 }
+
+/// Successor legs queued for one live virtual connection at most.
+const SUCCESSOR_QUEUE: usize = 4;
 
 impl PairingTable {
     /// Pairs or registers `leg`, which is the `this_leg` leg of virtual connection `vc`.
     pub fn arrive(&self, vc: Cookie, this_leg: Leg, leg: LegConn) -> Arrival {
-        let mut inner = match self.inner.lock() {
-            Ok(inner) => inner,
-            // A poisoned lock means a driver panicked mid-update; the map itself is intact.
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut inner = self.lock();
         let mut leg = leg;
         if let Some(waiting) = inner.waiting.remove(&vc) {
             if waiting.needs != this_leg {
@@ -107,10 +110,7 @@ impl PairingTable {
 
     /// Removes the entry of a driver that stopped waiting (only its own registration).
     pub fn forget(&self, vc: &Cookie, generation: u64) {
-        let mut inner = match self.inner.lock() {
-            Ok(inner) => inner,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut inner = self.lock();
         if inner
             .waiting
             .get(vc)
@@ -120,11 +120,53 @@ impl PairingTable {
         }
     }
 
+    /// Registers a paired virtual connection so that recycled legs can reach its driver.
+    pub fn register_live(&self, vc: Cookie) -> (u64, mpsc::Receiver<LegConn>) {
+        let mut inner = self.lock();
+        inner.next_generation += 1;
+        let generation = inner.next_generation;
+        let (tx, rx) = mpsc::channel(SUCCESSOR_QUEUE);
+        inner.live.insert(vc, (generation, tx));
+        (generation, rx)
+    }
+
+    /// Hands a successor leg to the live virtual connection `vc`; gives it back if none.
+    #[allow(clippy::result_large_err)] // the leg comes back only on the rare refusal
+    pub fn route_successor(&self, vc: Cookie, leg: LegConn) -> Result<(), LegConn> {
+        let sender = self.lock().live.get(&vc).map(|(_, tx)| tx.clone());
+        match sender {
+            Some(tx) => tx.try_send(leg).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(leg) | mpsc::error::TrySendError::Closed(leg) => {
+                    leg
+                }
+            }),
+            None => Err(leg),
+        }
+    }
+
+    /// Removes a live registration (only the caller's own).
+    pub fn forget_live(&self, vc: &Cookie, generation: u64) {
+        let mut inner = self.lock();
+        if inner.live.get(vc).is_some_and(|(g, _)| *g == generation) {
+            inner.live.remove(vc);
+        }
+    }
+
+    /// Virtual connections currently paired and running.
+    pub fn live(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(inner) => inner,
+            // A poisoned lock means a driver panicked mid-update; the maps are intact.
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     /// Virtual connections currently waiting for a leg.
     pub fn waiting(&self) -> usize {
-        match self.inner.lock() {
-            Ok(inner) => inner.waiting.len(),
-            Err(poisoned) => poisoned.into_inner().waiting.len(),
-        }
+        self.lock().waiting.len()
     }
 }

@@ -1,9 +1,13 @@
-//! The inbound proxy's tokio driver: one `RPC_IN_DATA` request for the life of its channel.
+//! The inbound proxy's tokio driver: one task per virtual connection's IN side on this proxy,
+//! started by an `RPC_IN_DATA` request and living as long as its channel (and, with IN_R2
+//! recycling, its successors on this proxy).
 //!
-//! Reads CONN/B1, checks ValidPorts, connects to the server (every address), and then moves
-//! PDUs from the request body to the server leg under [`InboundProxy`]'s flow control. On
-//! failure before the channel opens it answers `503 RPC Error` on the IN connection (most
-//! clients only notice the OUT side, which fails the same way); afterwards it just closes.
+//! Reads CONN/B1 (or IN_R1/A1 for an R1 successor), checks ValidPorts, connects to the server
+//! (every address), and then moves PDUs from the request body to the server leg under
+//! [`InboundProxy`]'s flow control. A successor request for the same virtual connection that
+//! reaches this proxy is handed to this task through the proxy's channel table. On failure
+//! before the channel opens it answers `503 RPC Error` on the IN connection (most clients only
+//! notice the OUT side, which fails the same way); afterwards it just closes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,16 +15,34 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rpch_proto::inbound::{InboundConfig, InboundEvent, InboundProxy};
+use rpch_proto::inbound::{ChannelId, InboundConfig, InboundEvent, InboundProxy, InboundState};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{Instrument, info, info_span, warn};
 
+use super::registry::{ClientRead, ClientWrite, Direction, Successor};
 use super::{Proxy, client_address};
 use crate::connect::{connect, tune_socket};
-use crate::framed::{PduReader, finish_writer, spawn_writer};
+use crate::framed::{PduReader, ReadError, finish_writer, spawn_writer};
 use crate::http::{RequestHead, Target, response};
 
-/// Runs one IN channel to completion.
+/// One client IN request being read.
+struct ClientSide {
+    id: ChannelId,
+    reader: PduReader<ClientRead>,
+    /// Held so the connection stays open; an IN request gets no response on success.
+    _write: ClientWrite,
+}
+
+async fn read_client(
+    side: &mut Option<ClientSide>,
+) -> (ChannelId, Result<Option<bytes::Bytes>, ReadError>) {
+    match side {
+        Some(side) => (side.id, side.reader.next().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one IN channel (and its same-proxy successors) to completion.
 pub async fn run<S>(
     proxy: Arc<Proxy>,
     stream: S,
@@ -35,115 +57,270 @@ pub async fn run<S>(
     let span = info_span!("in", target = %target, vc = tracing::field::Empty);
     let settings = proxy.settings.clone();
     async move {
-        proxy.stats.in_channels.fetch_add(1, Ordering::Relaxed);
-        let (client_r, mut client_w) = tokio::io::split(stream);
+        let (client_r, client_w) = tokio::io::split(stream);
         let body_length = head.content_length.unwrap_or(0);
-        let mut client = PduReader::new(client_r, leftover).with_body_length(body_length);
-        let mut machine = InboundProxy::new(InboundConfig {
+        let client_r: ClientRead = Box::new(client_r);
+        let mut client_w: ClientWrite = Box::new(client_w);
+        let mut reader = PduReader::new(client_r, leftover).with_body_length(body_length);
+        let first = match tokio::time::timeout(settings.handshake_timeout, reader.next()).await {
+            Ok(Ok(Some(pdu))) => pdu,
+            Ok(Ok(None)) => return info!("IN channel closed before its first PDU"),
+            Ok(Err(e)) => return warn!("IN channel: {e}"),
+            Err(_) => {
+                return warn!(
+                    "IN channel: no first PDU within {:?}",
+                    settings.handshake_timeout
+                );
+            }
+        };
+        // IN_R2: a successor for a virtual connection whose IN side runs here.
+        if let Some(vc) = recycled_vc(&first) {
+            let (read, leftover) = reader.into_parts();
+            let successor = Successor {
+                read,
+                write: client_w,
+                leftover,
+                first,
+                body_length,
+                conn_id,
+            };
+            match proxy.channels.hand_over(vc, Direction::In, successor) {
+                Ok(()) => {
+                    tracing::Span::current().record("vc", tracing::field::display(vc));
+                    info!("IN channel successor handed to its predecessor on this proxy (IN_R2)");
+                    return;
+                }
+                Err(back) => {
+                    // IN_R1: the predecessor is on another proxy; run as a fresh channel.
+                    reader = PduReader::new(back.read, back.leftover)
+                        .with_body_length(back.body_length.saturating_sub(back.first.len() as u64));
+                    client_w = back.write;
+                    let first = back.first;
+                    proxy.stats.in_channels.fetch_add(1, Ordering::Relaxed);
+                    serve_channel(proxy, reader, client_w, first, target, peer, conn_id).await;
+                    return;
+                }
+            }
+        }
+        proxy.stats.in_channels.fetch_add(1, Ordering::Relaxed);
+        serve_channel(proxy, reader, client_w, first, target, peer, conn_id).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The virtual connection of an IN_R1/A1 = IN_R2/A1 first PDU.
+fn recycled_vc(first: &[u8]) -> Option<rpch_proto::Cookie> {
+    use rpch_proto::rts::{RtsCommand as C, RtsPdu, flags};
+    let rts = RtsPdu::decode(first).ok()?;
+    match (rts.flags, rts.commands.as_slice()) {
+        (flags::RECYCLE_CHANNEL, [C::Version(_), C::Cookie(vc), C::Cookie(_), C::Cookie(_)]) => {
+            Some(*vc)
+        }
+        _ => None,
+    }
+}
+
+async fn serve_channel(
+    proxy: Arc<Proxy>,
+    reader: PduReader<ClientRead>,
+    mut client_w: ClientWrite,
+    first: bytes::Bytes,
+    target: Target,
+    peer: SocketAddr,
+    conn_id: u64,
+) {
+    let settings = proxy.settings.clone();
+    let first_channel = ChannelId(conn_id);
+    let mut machine = InboundProxy::new(
+        InboundConfig {
             receive_window: settings.receive_window,
             connection_timeout_ms: settings.connection_timeout_ms,
-        });
+        },
+        first_channel,
+    );
+    if let Err(e) = machine.handle_client_pdu(first_channel, first) {
+        warn!("IN channel: {e}");
+        let _ = client_w
+            .write_all(&response::rpc_error(response::RPC_S_PROTOCOL_ERROR))
+            .await;
+        return;
+    }
+    let Some(InboundEvent::ConnectRequested {
+        vc,
+        recycled,
+        client_keepalive_ms,
+    }) = machine.poll_event()
+    else {
+        return;
+    };
+    tracing::Span::current().record("vc", tracing::field::display(vc));
 
-        let first = match tokio::time::timeout(settings.handshake_timeout, client.next()).await {
-            Ok(Ok(Some(pdu))) => pdu,
-            Ok(Ok(None)) => return info!("IN channel closed before CONN/B1"),
-            Ok(Err(e)) => return warn!("IN channel: {e}"),
-            Err(_) => return warn!("IN channel: no CONN/B1 within {:?}", settings.handshake_timeout),
-        };
-        if let Err(e) = machine.handle_client_pdu(first) {
-            warn!("IN channel: {e}");
-            let _ = client_w
-                .write_all(&response::rpc_error(response::RPC_S_PROTOCOL_ERROR))
-                .await;
-            return;
-        }
-        let Some(InboundEvent::ConnectRequested { vc, client_keepalive_ms, .. }) = machine.poll_event()
-        else {
-            return;
-        };
-        tracing::Span::current().record("vc", tracing::field::display(vc));
-
-        if !proxy.check_target(&target) {
-            warn!("refused: {target} is not allowed by ValidPorts");
+    if !proxy.check_target(&target) {
+        warn!("refused: {target} is not allowed by ValidPorts");
+        let _ = client_w
+            .write_all(&response::rpc_error(response::RPC_S_SERVER_UNAVAILABLE))
+            .await;
+        return;
+    }
+    let server = match connect(&target.host, target.port, settings.connect_timeout).await {
+        Ok(connected) => connected.stream,
+        Err(e) => {
+            proxy
+                .stats
+                .server_unreachable
+                .fetch_add(1, Ordering::Relaxed);
+            warn!("server unreachable: {e}");
             let _ = client_w
                 .write_all(&response::rpc_error(response::RPC_S_SERVER_UNAVAILABLE))
                 .await;
             return;
         }
-        let server = match connect(&target.host, target.port, settings.connect_timeout).await {
-            Ok(connected) => connected.stream,
-            Err(e) => {
-                proxy.stats.server_unreachable.fetch_add(1, Ordering::Relaxed);
-                warn!("server unreachable: {e}");
-                let _ = client_w
-                    .write_all(&response::rpc_error(response::RPC_S_SERVER_UNAVAILABLE))
-                    .await;
-                return;
-            }
-        };
-        tune_socket(&server, Duration::from_millis(client_keepalive_ms.into()));
-        let server_addr = server.peer_addr().ok();
-        machine.server_connected(client_address(peer));
-        info!(server = ?server_addr, client_conn = conn_id, "IN channel connected to the server");
+    };
+    tune_socket(&server, Duration::from_millis(client_keepalive_ms.into()));
+    let server_addr = server.peer_addr().ok();
+    machine.server_connected(client_address(peer));
+    if recycled {
+        proxy.stats.in_r1.fetch_add(1, Ordering::Relaxed);
+    }
+    info!(server = ?server_addr, client_conn = conn_id, recycled, "IN channel connected to the server");
 
-        proxy.stats.channels_active.fetch_add(1, Ordering::Relaxed);
-        let (server_r, server_w) = server.into_split();
-        let mut server_reader = PduReader::new(server_r, BytesMut::new()).skipping_legacy_greeting();
-        let (server_tx, server_task) = spawn_writer(server_w);
-        let opened_by = tokio::time::Instant::now() + settings.handshake_timeout;
-        let mut idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
+    let (generation, mut successors) = proxy.channels.register(vc, Direction::In);
+    proxy.stats.channels_active.fetch_add(1, Ordering::Relaxed);
+    let (server_r, server_w) = server.into_split();
+    let mut server_reader = PduReader::new(server_r, BytesMut::new()).skipping_legacy_greeting();
+    let (server_tx, server_task) = spawn_writer(server_w);
+    let mut opened_by = Some(tokio::time::Instant::now() + settings.handshake_timeout);
+    let mut idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
+    let mut current = Some(ClientSide {
+        id: first_channel,
+        reader,
+        _write: client_w,
+    });
+    // IN_R2: the successor, plugged until IN_R2/A5 arrives on the current channel.
+    let mut next: Option<ClientSide> = None;
+    let mut bytes_from_client = 0u64;
+    let mut server_open = true;
 
-        let outcome: String = loop {
-            while machine.has_transmit_to_server() {
-                match server_tx.try_reserve() {
-                    Ok(permit) => {
-                        if let Some(pdu) = machine.poll_transmit_to_server() {
-                            permit.send(pdu);
-                        }
+    let outcome: String = loop {
+        while machine.has_transmit_to_server() {
+            match server_tx.try_reserve() {
+                Ok(permit) => {
+                    if let Some(pdu) = machine.poll_transmit_to_server() {
+                        permit.send(pdu);
                     }
-                    Err(_) => break,
                 }
+                Err(_) => break,
             }
-            while let Some(event) = machine.poll_event() {
-                if let InboundEvent::Opened { server_window } = event {
+        }
+        let mut finished = false;
+        while let Some(event) = machine.poll_event() {
+            match event {
+                InboundEvent::Opened { server_window } => {
+                    opened_by = None;
                     info!(server_window, "IN channel opened");
                 }
-            }
-            let opening = machine.state() != rpch_proto::inbound::InboundState::Opened;
-            tokio::select! {
-                read = client.next(), if machine.wants_client_data() => match read {
-                    Ok(Some(pdu)) => {
-                        idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
-                        if let Err(e) = machine.handle_client_pdu(pdu) { break format!("client: {e}") }
+                InboundEvent::CloseClientChannel(old) => {
+                    // IN_R2 complete: the successor becomes the channel read.
+                    if current.as_ref().is_some_and(|c| c.id == old) {
+                        if let Some(side) = current.take() {
+                            bytes_from_client += side.reader.bytes_read();
+                        }
+                        current = next.take();
                     }
-                    Ok(None) => break "the client ended the IN channel".into(),
-                    Err(e) => break format!("client: {e}"),
-                },
-                read = server_reader.next() => match read {
-                    Ok(Some(pdu)) => {
-                        idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
-                        if let Err(e) = machine.handle_server_pdu(pdu) { break format!("server: {e}") }
-                    }
-                    Ok(None) => break "the server closed the IN leg".into(),
-                    Err(e) => break format!("server: {e}"),
-                },
-                permit = server_tx.reserve(), if machine.has_transmit_to_server() => match permit {
-                    Ok(permit) => if let Some(pdu) = machine.poll_transmit_to_server() { permit.send(pdu) },
-                    Err(_) => break "writing to the server failed".into(),
-                },
-                () = tokio::time::sleep_until(opened_by), if opening => {
-                    break "the server did not answer CONN/B2 in time".into();
+                    proxy.stats.in_r2.fetch_add(1, Ordering::Relaxed);
+                    info!("IN channel recycled on this proxy (IN_R2)");
                 }
-                () = tokio::time::sleep_until(idle_deadline) => {
-                    break format!("no traffic for {} s (idle_timeout)", settings.idle_timeout.as_secs());
-                }
+                InboundEvent::Finished => finished = true,
+                InboundEvent::KeepAliveChanged { .. } | InboundEvent::ConnectRequested { .. } => {}
             }
-        };
-        proxy.stats.channels_active.fetch_sub(1, Ordering::Relaxed);
-        drop(server_tx);
-        finish_writer(server_task).await;
-        info!(bytes_from_client = client.bytes_read(), "IN channel closed: {outcome}");
+        }
+        if finished && !machine.has_transmit_to_server() {
+            break "handed over to the successor inbound proxy (IN_R1)".into();
+        }
+        let reading = current
+            .as_ref()
+            .is_some_and(|c| machine.wants_client_data(c.id));
+        tokio::select! {
+            (channel, read) = read_client(&mut current), if reading => match read {
+                Ok(Some(pdu)) => {
+                    idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
+                    if let Err(e) = machine.handle_client_pdu(channel, pdu) { break format!("client: {e}") }
+                }
+                Ok(None) => {
+                    if matches!(machine.state(), InboundState::Draining | InboundState::Finished) {
+                        current = None;
+                        continue;
+                    }
+                    let body_done = current.as_ref().is_some_and(|c| c.reader.body_done());
+                    break if body_done {
+                        "the client used up the IN request's Content-Length".into()
+                    } else {
+                        format!("the client closed the IN channel (state {:?})", machine.state())
+                    };
+                }
+                Err(e) => break format!("client: {e}"),
+            },
+            // IN_R2: the successor is read too (its RTS PDUs go on at once).
+            (channel, read) = read_client(&mut next), if next.is_some() => match read {
+                Ok(Some(pdu)) => {
+                    if let Err(e) = machine.handle_client_pdu(channel, pdu) { break format!("client (successor): {e}") }
+                }
+                Ok(None) => break "the client closed its successor IN channel".into(),
+                Err(e) => break format!("client (successor): {e}"),
+            },
+            read = server_reader.next(), if server_open => match read {
+                Ok(Some(pdu)) => {
+                    idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
+                    if let Err(e) = machine.handle_server_pdu(pdu) { break format!("server: {e}") }
+                }
+                // After IN_R1/B1 the server may close this leg while we finish writing.
+                Ok(None) if matches!(machine.state(), InboundState::Draining | InboundState::Finished) => {
+                    server_open = false;
+                }
+                Ok(None) => break "the server closed the IN leg".into(),
+                Err(e) => break format!("server: {e}"),
+            },
+            successor = successors.recv() => {
+                let Some(successor) = successor else { continue };
+                let id = ChannelId(successor.conn_id);
+                if let Err(e) = machine.attach_successor(id, &successor.first) {
+                    warn!(successor_conn = successor.conn_id, "IN successor refused: {e}");
+                    continue;
+                }
+                info!(successor_conn = successor.conn_id, "IN channel successor attached (IN_R2)");
+                let remaining = successor.body_length.saturating_sub(successor.first.len() as u64);
+                next = Some(ClientSide {
+                    id,
+                    reader: PduReader::new(successor.read, successor.leftover).with_body_length(remaining),
+                    _write: successor.write,
+                });
+            }
+            permit = server_tx.reserve(), if machine.has_transmit_to_server() => match permit {
+                Ok(permit) => if let Some(pdu) = machine.poll_transmit_to_server() { permit.send(pdu) },
+                Err(_) => break "writing to the server failed".into(),
+            },
+            () = sleep_until_opt(opened_by), if opened_by.is_some() => {
+                break "the server did not answer in time".into();
+            }
+            () = tokio::time::sleep_until(idle_deadline) => {
+                break format!("no traffic for {} s (idle_timeout)", settings.idle_timeout.as_secs());
+            }
+        }
+    };
+    proxy.channels.forget(&vc, Direction::In, generation);
+    proxy.stats.channels_active.fetch_sub(1, Ordering::Relaxed);
+    drop(server_tx);
+    finish_writer(server_task).await;
+    if let Some(side) = current {
+        bytes_from_client += side.reader.bytes_read();
     }
-    .instrument(span)
-    .await;
+    info!(bytes_from_client, "IN channel closed: {outcome}");
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

@@ -10,6 +10,7 @@ pub mod forwarded;
 pub mod http_conn;
 pub mod inbound;
 pub mod outbound;
+pub mod registry;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +69,12 @@ pub struct ProxyStats {
     pub denied_by_authorization: AtomicU64,
     /// Connections refused because they did not come from a trusted load balancer.
     pub refused_untrusted: AtomicU64,
+    /// Channel recycling: successors handed to their predecessor here (R2) and successors
+    /// whose predecessor was on another proxy (R1), per direction.
+    pub in_r2: AtomicU64,
+    pub in_r1: AtomicU64,
+    pub out_r2: AtomicU64,
+    pub out_r1: AtomicU64,
 }
 
 /// The proxy: settings, the live allow-list and counters.
@@ -78,6 +85,8 @@ pub struct Proxy {
     pub stats: ProxyStats,
     /// One permit per client connection being served (`max_connections`).
     connections: Arc<tokio::sync::Semaphore>,
+    /// Channels running here, for recycling on the same instance (R2).
+    pub channels: registry::ChannelTable,
 }
 
 /// Per-listener policy.
@@ -124,6 +133,7 @@ impl Proxy {
             connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
             valid_ports: RwLock::new(Arc::new(valid_ports)),
             stats: ProxyStats::default(),
+            channels: registry::ChannelTable::default(),
             settings,
         })
     }

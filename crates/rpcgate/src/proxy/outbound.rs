@@ -1,27 +1,79 @@
-//! The outbound proxy's tokio driver: one `RPC_OUT_DATA` request whose response body streams
-//! everything the server sends, for the life of the channel.
+//! The outbound proxy's tokio driver: one task per virtual connection's OUT side on this proxy,
+//! started by an `RPC_OUT_DATA` request whose response body streams everything the server
+//! sends, for the life of the channel (and, with OUT_R2 recycling, its successors here).
 //!
-//! Reads CONN/A1, checks ValidPorts, connects, writes CONN/A2 to the server and only then the
-//! `200 Success` header and CONN/A3 to the client (the spec's order; a failure before that is
-//! answered with `503 RPC Error: 6ba`). Then it streams under [`OutboundProxy`]'s flow control,
-//! pings the client when idle, and never writes past the Content-Length it announced.
+//! Reads CONN/A1 (or OUT_R1/A3 for an R1 successor), checks ValidPorts, connects, writes
+//! CONN/A2 to the server and only then the `200 Success` header and CONN/A3 to the client (the
+//! spec's order; a failure before that is answered with `503 RPC Error: 6ba`). Then it streams
+//! under [`OutboundProxy`]'s flow control, pings the client when idle, follows recycling, and
+//! never writes past the Content-Length it announced.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use rpch_proto::outbound::{OutboundConfig, OutboundEvent, OutboundProxy, OutboundState};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rpch_proto::outbound::{
+    ChannelId, OutboundConfig, OutboundEvent, OutboundProxy, OutboundState, ToClient,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::Proxy;
+use super::registry::{ClientRead, ClientWrite, Direction, Successor};
 use crate::connect::{TCP_KEEPALIVE_IDLE, connect, tune_socket};
-use crate::framed::{PduReader, finish_writer, spawn_writer};
+use crate::framed::{PduReader, WriterTx, finish_writer, spawn_writer};
 use crate::http::{RequestHead, Target, response};
 
-/// Runs one OUT channel to completion.
+/// What reading a client OUT request can yield: body PDUs, then only its end.
+enum ClientRead_ {
+    Pdu(Bytes),
+    Closed,
+    Failed(String),
+}
+
+/// One client OUT request: its body reader and its response writer.
+struct ClientSide {
+    reader: PduReader<ClientRead>,
+    writer: WriterTx,
+    task: JoinHandle<std::io::Result<u64>>,
+    /// Response body bytes written (must stay within the announced Content-Length).
+    sent: u64,
+}
+
+async fn read_side(id: ChannelId, side: Option<&mut ClientSide>) -> (ChannelId, ClientRead_) {
+    let Some(side) = side else {
+        return std::future::pending().await;
+    };
+    if !side.reader.body_done() {
+        return match side.reader.next().await {
+            Ok(Some(pdu)) => (id, ClientRead_::Pdu(pdu)),
+            // The body is complete; from now on the client only ever closes.
+            Ok(None) => match side.reader.wait_closed().await {
+                Ok(true) => (id, ClientRead_::Closed),
+                Ok(false) => (
+                    id,
+                    ClientRead_::Failed("data after the request body".into()),
+                ),
+                Err(e) => (id, ClientRead_::Failed(e.to_string())),
+            },
+            Err(e) => (id, ClientRead_::Failed(e.to_string())),
+        };
+    }
+    match side.reader.wait_closed().await {
+        Ok(true) => (id, ClientRead_::Closed),
+        Ok(false) => (
+            id,
+            ClientRead_::Failed("data after the request body".into()),
+        ),
+        Err(e) => (id, ClientRead_::Failed(e.to_string())),
+    }
+}
+
+/// Runs one OUT channel (and its same-proxy successors) to completion.
 pub async fn run<S>(
     proxy: Arc<Proxy>,
     stream: S,
@@ -36,36 +88,125 @@ pub async fn run<S>(
     let span = info_span!("out", target = %target, vc = tracing::field::Empty);
     let settings = proxy.settings.clone();
     async move {
-        proxy.stats.out_channels.fetch_add(1, Ordering::Relaxed);
         // MinConnTimeout (seconds, 120..14400) overrides our ConnectionTimeout (3.2.4.1.x).
         let connection_timeout_ms = head
             .pragmas()
             .min_conn_timeout_secs()
             .map(|secs| secs.clamp(120, 14_400) * 1000)
             .unwrap_or(settings.connection_timeout_ms);
-        let (client_r, mut client_w) = tokio::io::split(stream);
+        let (client_r, client_w) = tokio::io::split(stream);
+        let client_r: ClientRead = Box::new(client_r);
+        let mut client_w: ClientWrite = Box::new(client_w);
         let body_length = head.content_length.unwrap_or(0);
-        let mut client = PduReader::new(client_r, leftover).with_body_length(body_length);
-        let mut machine = OutboundProxy::new(OutboundConfig {
-            receive_window: settings.receive_window,
-            connection_timeout_ms,
-            channel_lifetime: settings.out_channel_lifetime,
-        });
-
-        let first = match tokio::time::timeout(settings.handshake_timeout, client.next()).await {
+        let mut reader = PduReader::new(client_r, leftover).with_body_length(body_length);
+        let first = match tokio::time::timeout(settings.handshake_timeout, reader.next()).await {
             Ok(Ok(Some(pdu))) => pdu,
-            Ok(Ok(None)) => return info!("OUT channel closed before CONN/A1"),
+            Ok(Ok(None)) => return info!("OUT channel closed before its first PDU"),
             Ok(Err(e)) => return warn!("OUT channel: {e}"),
-            Err(_) => return warn!("OUT channel: no CONN/A1 within {:?}", settings.handshake_timeout),
+            Err(_) => {
+                return warn!(
+                    "OUT channel: no first PDU within {:?}",
+                    settings.handshake_timeout
+                );
+            }
         };
-        if let Err(e) = machine.handle_client_pdu(first) {
+        if let Some(vc) = recycled_vc(&first) {
+            let (read, leftover) = reader.into_parts();
+            let successor = Successor {
+                read,
+                write: client_w,
+                leftover,
+                first,
+                body_length,
+                conn_id,
+            };
+            match proxy.channels.hand_over(vc, Direction::Out, successor) {
+                Ok(()) => {
+                    tracing::Span::current().record("vc", tracing::field::display(vc));
+                    info!("OUT channel successor handed to its predecessor on this proxy (OUT_R2)");
+                    return;
+                }
+                Err(back) => {
+                    reader = PduReader::new(back.read, back.leftover)
+                        .with_body_length(back.body_length.saturating_sub(back.first.len() as u64));
+                    client_w = back.write;
+                    proxy.stats.out_channels.fetch_add(1, Ordering::Relaxed);
+                    let channel = Channel {
+                        proxy,
+                        connection_timeout_ms,
+                        target,
+                        conn_id,
+                    };
+                    channel.serve(reader, client_w, back.first).await;
+                    return;
+                }
+            }
+        }
+        proxy.stats.out_channels.fetch_add(1, Ordering::Relaxed);
+        let channel = Channel {
+            proxy,
+            connection_timeout_ms,
+            target,
+            conn_id,
+        };
+        channel.serve(reader, client_w, first).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The virtual connection of an OUT_R1/A3 = OUT_R2/A3 first PDU.
+fn recycled_vc(first: &[u8]) -> Option<rpch_proto::Cookie> {
+    use rpch_proto::rts::{RtsCommand as C, RtsPdu, flags};
+    let rts = RtsPdu::decode(first).ok()?;
+    match (rts.flags, rts.commands.as_slice()) {
+        (
+            flags::RECYCLE_CHANNEL,
+            [
+                C::Version(_),
+                C::Cookie(vc),
+                C::Cookie(_),
+                C::Cookie(_),
+                C::ReceiveWindowSize(_),
+            ],
+        ) => Some(*vc),
+        _ => None,
+    }
+}
+
+struct Channel {
+    proxy: Arc<Proxy>,
+    connection_timeout_ms: u32,
+    target: Target,
+    conn_id: u64,
+}
+
+impl Channel {
+    async fn serve(self, reader: PduReader<ClientRead>, mut client_w: ClientWrite, first: Bytes) {
+        let Channel {
+            proxy,
+            connection_timeout_ms,
+            target,
+            conn_id,
+        } = self;
+        let settings = proxy.settings.clone();
+        let first_channel = ChannelId(conn_id);
+        let mut machine = OutboundProxy::new(
+            OutboundConfig {
+                receive_window: settings.receive_window,
+                connection_timeout_ms,
+                channel_lifetime: settings.out_channel_lifetime,
+            },
+            first_channel,
+        );
+        if let Err(e) = machine.handle_client_pdu(first_channel, first) {
             warn!("OUT channel: {e}");
             let _ = client_w
                 .write_all(&response::rpc_error(response::RPC_S_PROTOCOL_ERROR))
                 .await;
             return;
         }
-        let Some(OutboundEvent::ConnectRequested { vc, .. }) = machine.poll_event() else {
+        let Some(OutboundEvent::ConnectRequested { vc, recycled }) = machine.poll_event() else {
             return;
         };
         tracing::Span::current().record("vc", tracing::field::display(vc));
@@ -80,7 +221,10 @@ pub async fn run<S>(
         let server = match connect(&target.host, target.port, settings.connect_timeout).await {
             Ok(connected) => connected.stream,
             Err(e) => {
-                proxy.stats.server_unreachable.fetch_add(1, Ordering::Relaxed);
+                proxy
+                    .stats
+                    .server_unreachable
+                    .fetch_add(1, Ordering::Relaxed);
                 warn!("server unreachable: {e}");
                 let _ = client_w
                     .write_all(&response::rpc_error(response::RPC_S_SERVER_UNAVAILABLE))
@@ -91,111 +235,248 @@ pub async fn run<S>(
         tune_socket(&server, TCP_KEEPALIVE_IDLE);
         let server_addr = server.peer_addr().ok();
         machine.server_connected();
-        info!(server = ?server_addr, client_conn = conn_id, "OUT channel connected to the server");
+        if recycled {
+            proxy.stats.out_r1.fetch_add(1, Ordering::Relaxed);
+        }
+        info!(server = ?server_addr, client_conn = conn_id, recycled, "OUT channel connected to the server");
 
+        let (generation, mut successors) = proxy.channels.register(vc, Direction::Out);
         proxy.stats.channels_active.fetch_add(1, Ordering::Relaxed);
         let (server_r, server_w) = server.into_split();
-        let mut server_reader = PduReader::new(server_r, BytesMut::new()).skipping_legacy_greeting();
+        let mut server_reader =
+            PduReader::new(server_r, BytesMut::new()).skipping_legacy_greeting();
         let (server_tx, server_task) = spawn_writer(server_w);
-        // CONN/A2 goes out before the 200 header (spec order).
-        if let Some(a2) = machine.poll_transmit_to_server() {
-            let _ = server_tx.send(a2).await;
+        // CONN/A2 (or OUT_R1/A4) goes out before the 200 header (spec order).
+        while let Some(pdu) = machine.poll_transmit_to_server() {
+            let _ = server_tx.send(pdu).await;
         }
-        let (client_tx, client_task) = spawn_writer(client_w);
+        let mut sides: HashMap<ChannelId, ClientSide> = HashMap::new();
+        let (writer, task) = spawn_writer(client_w);
+        sides.insert(
+            first_channel,
+            ClientSide {
+                reader,
+                writer,
+                task,
+                sent: 0,
+            },
+        );
         let lifetime = u64::from(settings.out_channel_lifetime);
-        let _ = client_tx
-            .send(Bytes::from(response::out_channel_ok(lifetime)))
-            .await;
-        let mut body_sent = 0u64;
-        let mut body_sent_before = 0u64;
-        let (mut client_r, _) = client.into_parts();
-        let mut scratch = [0u8; 64];
-        let opened_by = tokio::time::Instant::now() + settings.handshake_timeout;
+        let mut opened_by = Some(tokio::time::Instant::now() + settings.handshake_timeout);
         let mut idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
+        let mut total_sent = 0u64;
+        let mut finished = false;
+        let mut server_open = true;
 
-        let outcome: String = loop {
+        let outcome: String = 'outer: loop {
             let now = Instant::now();
             machine.handle_timeout(now);
-            while machine.has_transmit_to_client() {
-                match client_tx.try_reserve() {
-                    Ok(permit) => {
-                        if let Some(pdu) = machine.poll_transmit_to_client(now) {
-                            body_sent += pdu.len() as u64;
-                            permit.send(pdu);
+            // One pass can make more ready (a switch of channels, an ack for the server):
+            // the passes below repeat until nothing moves.
+            let mut moved = true;
+            while moved {
+                moved = false;
+                // Events first: a 200 header must precede its channel's first bytes.
+                while let Some(event) = machine.poll_event() {
+                    match event {
+                        OutboundEvent::Opened => {
+                            opened_by = None;
+                            info!("OUT channel opened");
+                        }
+                        OutboundEvent::CloseClientChannel(id) => {
+                            if let Some(side) = sides.remove(&id) {
+                                total_sent += side.sent;
+                                drop(side.writer);
+                                tokio::spawn(finish_writer(side.task));
+                            }
+                            proxy.stats.out_r2.fetch_add(1, Ordering::Relaxed);
+                            info!("OUT channel recycled on this proxy (OUT_R2)");
+                        }
+                        OutboundEvent::Finished => finished = true,
+                        OutboundEvent::WindowAdvisory => info!(
+                            "the client never acknowledges (as Samba's does not): its window is \
+                         advisory from now on, TCP back-pressure bounds what is buffered"
+                        ),
+                        OutboundEvent::ConnectRequested { .. } => {}
+                    }
+                }
+                for (id, side) in &mut sides {
+                    while machine.has_transmit_to_client(*id) {
+                        match side.writer.try_reserve() {
+                            Ok(permit) => {
+                                if let Some(out) = machine.poll_transmit_to_client(*id, now) {
+                                    let bytes = to_wire(out, lifetime, &mut side.sent);
+                                    idle_deadline =
+                                        tokio::time::Instant::now() + settings.idle_timeout;
+                                    permit.send(bytes);
+                                    moved = true;
+                                }
+                            }
+                            Err(_) => break,
                         }
                     }
-                    Err(_) => break,
-                }
-            }
-            while machine.has_transmit_to_server() {
-                match server_tx.try_reserve() {
-                    Ok(permit) => {
-                        if let Some(pdu) = machine.poll_transmit_to_server() {
-                            permit.send(pdu);
-                        }
+                    if side.sent > lifetime {
+                        break 'outer "an OUT channel's Content-Length is used up".into();
                     }
-                    Err(_) => break,
+                }
+                while machine.has_transmit_to_server() {
+                    match server_tx.try_reserve() {
+                        Ok(permit) => {
+                            if let Some(pdu) = machine.poll_transmit_to_server() {
+                                permit.send(pdu);
+                                moved = true;
+                            }
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
-            while let Some(event) = machine.poll_event() {
-                if event == OutboundEvent::Opened {
-                    info!("OUT channel opened");
-                }
+            if finished
+                && !machine.has_transmit_to_client(machine.current_channel())
+                && !machine.has_transmit_to_server()
+            {
+                break "handed over to the successor outbound proxy (OUT_R1)".into();
             }
-            if body_sent != body_sent_before {
-                // Our pings count as traffic: an idle Outlook keeps its channels for hours,
-                // and a dead client is found by the failing writes and TCP keep-alive.
-                idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
-                body_sent_before = body_sent;
-            }
-            if body_sent > lifetime {
-                // Recycling would have started long before; without it the channel is over.
-                break "the OUT channel's Content-Length is used up".into();
-            }
-            let opening = machine.state() != OutboundState::Opened;
+            let current = machine.current_channel();
+            // A channel whose writer is full while the machine has more for it.
+            let blocked = sides
+                .iter()
+                .find(|(id, side)| {
+                    machine.has_transmit_to_client(**id) && side.writer.capacity() == 0
+                })
+                .map(|(id, side)| (*id, side.writer.clone()));
+            let other = sides.keys().copied().find(|id| *id != current);
             let ping_at = machine.poll_timeout().map(tokio::time::Instant::from_std);
+            let (current_side, other_side) = split_two(&mut sides, current, other);
             tokio::select! {
-                read = server_reader.next(), if machine.wants_server_data() => match read {
+                read = server_reader.next(), if server_open && machine.wants_server_data() => match read {
                     Ok(Some(pdu)) => {
                         idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
                         if let Err(e) = machine.handle_server_pdu(pdu) { break format!("server: {e}") }
                     }
+                    // After OUT_R1/A9 the server is done with this leg; we still flush to the
+                    // client and send OUT_R1/A10.
+                    Ok(None) if matches!(machine.state(), OutboundState::Draining | OutboundState::Finished) => {
+                        server_open = false;
+                    }
                     Ok(None) => break "the server closed the OUT leg".into(),
                     Err(e) => break format!("server: {e}"),
                 },
-                // After CONN/A1 the request body is complete; the client only ever closes.
-                read = client_r.read(&mut scratch) => match read {
-                    Ok(0) => break "the client closed the OUT channel".into(),
-                    Ok(_) => break "the client sent data after its OUT request body".into(),
-                    Err(e) => break format!("client: {e}"),
+                (id, read) = read_side(current, current_side) => match read {
+                    ClientRead_::Pdu(pdu) => if let Err(e) = machine.handle_client_pdu(id, pdu) { break format!("client: {e}") },
+                    ClientRead_::Closed if machine.state() == OutboundState::Finished => {
+                        break "the client closed the old OUT channel (OUT_R1)".into();
+                    }
+                    ClientRead_::Closed => break "the client closed the OUT channel".into(),
+                    ClientRead_::Failed(e) => break format!("client: {e}"),
                 },
-                permit = client_tx.reserve(), if machine.has_transmit_to_client() => match permit {
-                    Ok(permit) => if let Some(pdu) = machine.poll_transmit_to_client(Instant::now()) {
-                        body_sent += pdu.len() as u64;
-                        permit.send(pdu);
-                    },
-                    Err(_) => break "writing to the client failed".into(),
+                (id, read) = read_side(other.unwrap_or(current), other_side) => match read {
+                    ClientRead_::Pdu(pdu) => if let Err(e) = machine.handle_client_pdu(id, pdu) { break format!("client: {e}") },
+                    // A successor or retired request closing is the client's business.
+                    ClientRead_::Closed | ClientRead_::Failed(_) => {
+                        if let Some(side) = sides.remove(&id) {
+                            drop(side.writer);
+                            tokio::spawn(finish_writer(side.task));
+                        }
+                    }
                 },
+                successor = successors.recv() => {
+                    let Some(successor) = successor else { continue };
+                    let id = ChannelId(successor.conn_id);
+                    if let Err(e) = machine.attach_successor(id, &successor.first) {
+                        warn!(successor_conn = successor.conn_id, "OUT successor refused: {e}");
+                        continue;
+                    }
+                    info!(successor_conn = successor.conn_id, "OUT channel successor attached (OUT_R2)");
+                    let remaining = successor.body_length.saturating_sub(successor.first.len() as u64);
+                    let (writer, task) = spawn_writer(successor.write);
+                    sides.insert(id, ClientSide {
+                        reader: PduReader::new(successor.read, successor.leftover).with_body_length(remaining),
+                        writer,
+                        task,
+                        sent: 0,
+                    });
+                }
+                permit = async {
+                    match &blocked {
+                        Some((_, tx)) => tx.reserve().await,
+                        None => std::future::pending().await,
+                    }
+                }, if blocked.is_some() => {
+                    let Some((id, _)) = blocked else { continue };
+                    match permit {
+                        Ok(permit) => if let Some(out) = machine.poll_transmit_to_client(id, Instant::now()) {
+                            let mut sent = 0;
+                            let bytes = to_wire(out, lifetime, &mut sent);
+                            if let Some(side) = sides.get_mut(&id) { side.sent += sent; }
+                            permit.send(bytes);
+                        },
+                        Err(_) => break "writing to the client failed".into(),
+                    }
+                }
                 permit = server_tx.reserve(), if machine.has_transmit_to_server() => match permit {
                     Ok(permit) => if let Some(pdu) = machine.poll_transmit_to_server() { permit.send(pdu) },
                     Err(_) => break "writing to the server failed".into(),
                 },
-                () = tokio::time::sleep_until(ping_at.unwrap_or(opened_by)), if ping_at.is_some() => {}
-                () = tokio::time::sleep_until(opened_by), if opening => {
-                    break "the server did not answer CONN/A2 in time".into();
+                () = sleep_until_opt(ping_at), if ping_at.is_some() => {}
+                () = sleep_until_opt(opened_by), if opened_by.is_some() => {
+                    break "the server did not answer in time".into();
                 }
                 () = tokio::time::sleep_until(idle_deadline) => {
                     break format!("no traffic for {} s (idle_timeout)", settings.idle_timeout.as_secs());
                 }
             }
         };
+        proxy.channels.forget(&vc, Direction::Out, generation);
         proxy.stats.channels_active.fetch_sub(1, Ordering::Relaxed);
         drop(server_tx);
-        drop(client_tx);
         finish_writer(server_task).await;
-        finish_writer(client_task).await;
-        info!(bytes_to_client = body_sent, pings = machine.pings_sent(), "OUT channel closed: {outcome}");
+        for (_, side) in sides {
+            total_sent += side.sent;
+            drop(side.writer);
+            finish_writer(side.task).await;
+        }
+        info!(
+            bytes_to_client = total_sent,
+            pings = machine.pings_sent(),
+            recycles = machine.recycles(),
+            "OUT channel closed: {outcome}"
+        );
     }
-    .instrument(span)
-    .await;
+}
+
+/// The bytes for one client transmit; body bytes are counted against the Content-Length.
+fn to_wire(out: ToClient, lifetime: u64, sent: &mut u64) -> Bytes {
+    match out {
+        ToClient::ResponseHead => Bytes::from(response::out_channel_ok(lifetime)),
+        ToClient::Pdu(pdu) => {
+            *sent += pdu.len() as u64;
+            pdu
+        }
+    }
+}
+
+/// Two distinct entries of the map, mutably.
+fn split_two(
+    sides: &mut HashMap<ChannelId, ClientSide>,
+    first: ChannelId,
+    second: Option<ChannelId>,
+) -> (Option<&mut ClientSide>, Option<&mut ClientSide>) {
+    let mut a = None;
+    let mut b = None;
+    for (id, side) in sides.iter_mut() {
+        if *id == first {
+            a = Some(side);
+        } else if Some(*id) == second {
+            b = Some(side);
+        }
+    }
+    (a, b)
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

@@ -121,3 +121,13 @@ pub fn rpc_pdu(seq: u32, len: usize) -> Bytes {
     }
     Bytes::from(out)
 }
+
+/// Logs to the test's output when RUST_LOG is set (e.g. `RUST_LOG=debug cargo test ...`).
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
