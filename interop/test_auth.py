@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -361,5 +362,80 @@ principal = "HTTP/localhost"
         env["KRB5CCNAME"] = f"FILE:{tmp_path / 'empty-ccache'}"
         out = subprocess.run(curl, env=env, capture_output=True, text=True, timeout=30)
         assert "HTTP/1.1 401" in out.stdout, out.stdout + out.stderr
+    finally:
+        gw.stop()
+
+
+# --- NTLM for domain users through winbind ----------------------------------------------
+
+# Where ntlm_auth (libwbclient) looks for winbindd: compiled in, not read from smb.conf, and
+# refused if it is a symbolic link.
+WINBINDD_SOCKET_DIR = Path("/run/samba/winbindd")
+
+
+@pytest.fixture
+def winbind_socket(samba_dc):
+    """The test DC's winbindd made reachable where ntlm_auth looks for it (a bind mount,
+    undone afterwards), unless a winbindd already answers there."""
+    missing = None
+    if not shutil.which("ntlm_auth") or "winbindd" not in samba_dc.services:
+        missing = "NTLM through winbind needs Debian's winbind package (scripts/test-all setup)"
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    ours = samba_dc.run_dir / "winbindd"
+    deadline = time.monotonic() + 30
+    while not (ours / "pipe").exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the test DC's winbindd made no socket in {ours}")
+        time.sleep(0.2)
+    if (WINBINDD_SOCKET_DIR / "pipe").exists():
+        pytest.skip(f"a winbindd already listens in {WINBINDD_SOCKET_DIR}")
+    WINBINDD_SOCKET_DIR.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(["mount", "--bind", str(ours), str(WINBINDD_SOCKET_DIR)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot bind-mount {ours} on {WINBINDD_SOCKET_DIR}: {mount.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(WINBINDD_SOCKET_DIR)], check=False)
+        try:
+            WINBINDD_SOCKET_DIR.rmdir()
+        except OSError:
+            pass
+
+
+def test_ntlm_for_domain_users_through_winbind(rpcgate_binary, samba_dc, winbind_socket,
+                                               tmp_path):
+    users = tmp_path / "users"
+    add_user(rpcgate_binary, users, "alice", PASSWORD)
+    (tmp_path / "gw").mkdir()
+    gw = Gateway(
+        rpcgate_binary, tmp_path / "gw",
+        listener_auth=["ntlm"],
+        extra_config=f"""
+[auth]
+users_file = "{users}"
+netbios_domain = "RPCH"
+ntlm_helper = ["/usr/bin/ntlm_auth", "--helper-protocol=squid-2.5-ntlmssp",
+               "--configfile={samba_dc.config}"]
+""",
+    )
+    try:
+        # A domain account: verified by the DC through winbind.
+        assert call_mgmt(gw, False, samba_dc.admin, samba_dc.password, AUTH_NTLM,
+                         samba_dc.domain) >= 2
+        # A local account still works when the helper made the challenge.
+        assert call_mgmt(gw, False, "alice", PASSWORD, AUTH_NTLM, "RPCH") >= 2
+        before = legs_opened(gw)
+        with pytest.raises(Exception):
+            call_mgmt(gw, False, samba_dc.admin, "wrong-password", AUTH_NTLM, samba_dc.domain)
+        assert legs_opened(gw) == before
+        log = gw.log_text()
+        # winbind names the account as DOMAIN\user, in its own case.
+        assert f'user={samba_dc.domain}\\{samba_dc.admin} method="ntlm"'.lower() in log.lower()
+        assert "winbind: NT_STATUS_LOGON_FAILURE" in log
     finally:
         gw.stop()
