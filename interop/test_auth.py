@@ -439,3 +439,53 @@ ntlm_helper = ["/usr/bin/ntlm_auth", "--helper-protocol=squid-2.5-ntlmssp",
         assert "winbind: NT_STATUS_LOGON_FAILURE" in log
     finally:
         gw.stop()
+
+
+# --- Samba's own client ---------------------------------------------------------------
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.parametrize("http_auth", ["basic", "ntlm"])
+def test_samba_roh_client_authenticates_and_reaches_the_dcs_samr(
+        rpcgate_binary, samba_dc, tmp_path, request, http_auth):
+    """Samba's dcerpc_roh (HTTP/1.0, NTLM legs with the query) with the DC's Administrator:
+    Basic checked by an LDAPS bind, NTLM by winbind; then its own NTLM bind to samr through
+    the endpoint."""
+    if subprocess.run([SYSTEM_PYTHON, "-c", "import samba.dcerpc.samr"]).returncode != 0:
+        pytest.skip("Samba's Python bindings (python3-samba) are not installed")
+    if http_auth == "ntlm":
+        request.getfixturevalue("winbind_socket")
+    suffix = samba_dc.realm.lower()
+    (tmp_path / "gw").mkdir()
+    gw = Gateway(
+        rpcgate_binary, tmp_path / "gw",
+        endpoints=[f"127.0.0.1:{samba_dc.ports['samr']}"],
+        listener_auth=["ntlm", "basic"],
+        extra_config=f"""
+[auth]
+users_file = "{tmp_path / 'users'}"
+ntlm_helper = ["/usr/bin/ntlm_auth", "--helper-protocol=squid-2.5-ntlmssp",
+               "--configfile={samba_dc.config}"]
+
+[auth.ldap]
+url = "ldaps://localhost"
+ca_file = "{samba_dc.tls_ca}"
+bind_dn = "{{user}}@{suffix}"
+domain = "{samba_dc.domain}"
+upn_suffix = "{suffix}"
+""",
+    )
+    try:
+        out = subprocess.run(
+            [SYSTEM_PYTHON, str(ROOT / "interop" / "samba_roh_client.py"),
+             str(gw.endpoint_port), str(gw.http_port), http_auth, samba_dc.admin,
+             samba_dc.domain],
+            input=samba_dc.password + "\n", capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert {"BUILTIN", samba_dc.domain} <= set(out.stdout.split()), out.stdout
+        method = "basic-ldap" if http_auth == "basic" else "ntlm"
+        assert gw.log_text().lower().count(f'method="{method}"') >= 2  # IN and OUT
+    finally:
+        gw.stop()
