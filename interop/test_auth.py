@@ -106,7 +106,12 @@ def test_ntlm_with_the_local_user_file(auth_gateway, tls):
 
 @pytest.mark.parametrize("auth_type", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
 def test_a_wrong_password_gets_401_and_opens_no_leg(auth_gateway, auth_type):
+    # The right password opens both legs (and shows that legs_opened sees them)...
+    first = legs_opened(auth_gateway)
+    assert call_mgmt(auth_gateway, True, "erin", "Erin-pw-1", auth_type) >= 2
     before = legs_opened(auth_gateway)
+    assert before == first + 2
+    # ...a wrong one none.
     with pytest.raises(Exception):
         call_mgmt(auth_gateway, True, "erin", "not-the-password", auth_type)
     assert legs_opened(auth_gateway) == before
