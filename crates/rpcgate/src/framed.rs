@@ -188,6 +188,15 @@ where
     (tx, task)
 }
 
+/// Logs an RTS PDU by name at debug level, with `direction` (RPC PDUs are too many to log):
+/// `RUST_LOG=rpcgate=debug` then shows every handshake and recycling step.
+pub fn log_rts(direction: &str, pdu: &[u8]) {
+    if rpch_proto::pdu::is_rts(pdu) && tracing::enabled!(tracing::Level::DEBUG) {
+        let name = rpch_proto::rts::RtsPdu::decode(pdu).map_or("bad RTS", |r| r.name());
+        tracing::debug!("{direction}: {name}");
+    }
+}
+
 /// How long a closing connection may take to write out what it was given.
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -511,15 +511,18 @@ impl Driver {
     }
 
     /// Hands ready bytes to every request's writer without waiting.
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<bool, String> {
         let now = Instant::now();
+        let mut moved = false;
         for writers in [&self.in_writers, &self.out_writers] {
             for (id, (tx, _)) in writers {
                 while self.vc.has_transmit(*id) {
                     match tx.try_reserve() {
                         Ok(permit) => {
                             if let Some(pdu) = self.vc.poll_transmit(*id, now) {
+                                crate::framed::log_rts("client sent", &pdu);
                                 permit.send(pdu);
+                                moved = true;
                             }
                         }
                         Err(mpsc::error::TrySendError::Full(())) => break,
@@ -530,7 +533,7 @@ impl Driver {
                 }
             }
         }
-        Ok(())
+        Ok(moved)
     }
 
     async fn handle_event(&mut self, event: ClientEvent) -> Result<(), String> {
@@ -576,7 +579,7 @@ impl Driver {
             }
             ClientEvent::SwitchOut { from, to } => {
                 // The successor's body (A11 in R1) must be on its way before its response.
-                self.flush()?;
+                let _ = self.flush()?;
                 let read = self
                     .out_pending
                     .remove(&to)
@@ -623,13 +626,14 @@ impl Driver {
         let outcome: String = loop {
             let now = Instant::now();
             self.vc.handle_timeout(now);
-            // Writing can raise events (recycling starts when a request nears its end) and
-            // events can make bytes ready: repeat until neither has anything left.
+            // Writing can raise events (recycling starts when a request nears its end),
+            // events can make bytes ready, and handing PDUs to the application makes acks
+            // ready: repeat until none of them has anything left.
             let mut failed = None;
             loop {
-                let mut handled = false;
+                let mut progressed = false;
                 while let Some(event) = self.vc.poll_event() {
-                    handled = true;
+                    progressed = true;
                     if let Err(e) = self.handle_event(event).await {
                         failed = Some(e);
                         break;
@@ -638,26 +642,30 @@ impl Driver {
                 if failed.is_some() {
                     break;
                 }
-                if let Err(why) = self.flush() {
-                    failed = Some(why);
-                    break;
+                while self.vc.has_received() {
+                    match from_vc.try_reserve() {
+                        Ok(permit) => {
+                            if let Some(pdu) = self.vc.poll_received() {
+                                permit.send(pdu);
+                                progressed = true;
+                            }
+                        }
+                        Err(_) => break,
+                    }
                 }
-                if !handled {
+                match self.flush() {
+                    Ok(moved) => progressed |= moved,
+                    Err(why) => {
+                        failed = Some(why);
+                        break;
+                    }
+                }
+                if !progressed {
                     break;
                 }
             }
             if let Some(why) = failed {
                 break why;
-            }
-            while self.vc.has_received() {
-                match from_vc.try_reserve() {
-                    Ok(permit) => {
-                        if let Some(pdu) = self.vc.poll_received() {
-                            permit.send(pdu);
-                        }
-                    }
-                    Err(_) => break,
-                }
             }
             let (in_id, _) = self.vc.channels();
             if !app_open && self.vc.queued_bytes() == 0 && !self.vc.has_transmit(in_id) {
@@ -681,7 +689,10 @@ impl Driver {
                     None => app_open = false,
                 },
                 read = self.out_reader.next(), if self.vc.wants_out_data() => match read {
-                    Ok(Some(pdu)) => if let Err(e) = self.vc.handle_out_pdu(pdu) { break e.to_string() },
+                    Ok(Some(pdu)) => {
+                        crate::framed::log_rts("client got", &pdu);
+                        if let Err(e) = self.vc.handle_out_pdu(pdu) { break e.to_string() }
+                    }
                     Ok(None) => break "the proxy closed the OUT channel".into(),
                     Err(e) => break format!("OUT channel: {e}"),
                 },

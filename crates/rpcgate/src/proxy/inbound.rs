@@ -19,7 +19,7 @@ use rpch_proto::inbound::{ChannelId, InboundConfig, InboundEvent, InboundProxy, 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::registry::{ClientRead, ClientWrite, Direction, Successor};
+use super::registry::{ClientRead, ClientWrite, Direction, Orphan, Successor};
 use super::{Proxy, client_address};
 use crate::connect::{connect, tune_socket};
 use crate::framed::{PduReader, ReadError, finish_writer, spawn_writer};
@@ -109,6 +109,25 @@ pub async fn run<S>(
     .await;
 }
 
+/// Runs a successor that its predecessor's task could no longer take, as an IN_R1 successor.
+pub async fn run_orphan(proxy: Arc<Proxy>, orphan: Orphan) {
+    let successor = orphan.successor;
+    let remaining = successor
+        .body_length
+        .saturating_sub(successor.first.len() as u64);
+    let reader = PduReader::new(successor.read, successor.leftover).with_body_length(remaining);
+    serve_channel(
+        proxy,
+        reader,
+        successor.write,
+        successor.first,
+        orphan.target,
+        orphan.peer,
+        successor.conn_id,
+    )
+    .await;
+}
+
 /// The virtual connection of an IN_R1/A1 = IN_R2/A1 first PDU.
 fn recycled_vc(first: &[u8]) -> Option<rpch_proto::Cookie> {
     use rpch_proto::rts::{RtsCommand as C, RtsPdu, flags};
@@ -186,6 +205,7 @@ async fn serve_channel(
     info!(server = ?server_addr, client_conn = conn_id, recycled, "IN channel connected to the server");
 
     let (generation, mut successors) = proxy.channels.register(vc, Direction::In);
+    let mut registered = true;
     proxy.stats.channels_active.fetch_add(1, Ordering::Relaxed);
     let (server_r, server_w) = server.into_split();
     let mut server_reader = PduReader::new(server_r, BytesMut::new()).skipping_legacy_greeting();
@@ -234,6 +254,17 @@ async fn serve_channel(
                 InboundEvent::Finished => finished = true,
                 InboundEvent::KeepAliveChanged { .. } | InboundEvent::ConnectRequested { .. } => {}
             }
+        }
+        // A draining predecessor no longer owns the virtual connection's IN side here: a new
+        // successor reaching this proxy must start afresh (IN_R1), not be handed to us.
+        if registered
+            && matches!(
+                machine.state(),
+                InboundState::Draining | InboundState::Finished
+            )
+        {
+            proxy.channels.forget(&vc, Direction::In, generation);
+            registered = false;
         }
         if finished && !machine.has_transmit_to_server() {
             break "handed over to the successor inbound proxy (IN_R1)".into();
@@ -285,7 +316,10 @@ async fn serve_channel(
                 let Some(successor) = successor else { continue };
                 let id = ChannelId(successor.conn_id);
                 if let Err(e) = machine.attach_successor(id, &successor.first) {
-                    warn!(successor_conn = successor.conn_id, "IN successor refused: {e}");
+                    // We were finishing as it arrived: it runs on its own, as an IN_R1
+                    // successor would.
+                    info!(successor_conn = successor.conn_id, "IN successor not attached here ({e}); running it on its own");
+                    proxy.channels.adopt(Orphan { successor, direction: Direction::In, target: target.clone(), peer });
                     continue;
                 }
                 info!(successor_conn = successor.conn_id, "IN channel successor attached (IN_R2)");

@@ -173,6 +173,28 @@ impl Proxy {
 /// Serves HTTP(S) on `listener` until the task is dropped: anonymous clients if the policy
 /// allows them, nobody otherwise. [`serve_with_access`] adds authentication.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPolicy) {
+    // The first listener runs successors orphaned by the recycling race (see registry).
+    let orphans = match proxy.channels.orphan_queue.lock() {
+        Ok(mut slot) => slot.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    if let Some(mut orphans) = orphans {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            while let Some(orphan) = orphans.recv().await {
+                let span = info_span!("orphan", conn = orphan.successor.conn_id);
+                let task = match orphan.direction {
+                    registry::Direction::In => {
+                        tokio::spawn(inbound::run_orphan(proxy.clone(), orphan).instrument(span))
+                    }
+                    registry::Direction::Out => {
+                        tokio::spawn(outbound::run_orphan(proxy.clone(), orphan).instrument(span))
+                    }
+                };
+                drop(task);
+            }
+        });
+    }
     let access = Arc::new(ListenerAccess::from_policy(&policy));
     serve_with_access(listener, proxy, policy, access).await;
 }

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::Proxy;
-use super::registry::{ClientRead, ClientWrite, Direction, Successor};
+use super::registry::{ClientRead, ClientWrite, Direction, Orphan, Successor};
 use crate::connect::{TCP_KEEPALIVE_IDLE, connect, tune_socket};
 use crate::framed::{PduReader, WriterTx, finish_writer, spawn_writer};
 use crate::http::{RequestHead, Target, response};
@@ -155,6 +155,24 @@ pub async fn run<S>(
     .await;
 }
 
+/// Runs a successor that its predecessor's task could no longer take, as an OUT_R1 successor.
+pub async fn run_orphan(proxy: Arc<Proxy>, orphan: Orphan) {
+    let successor = orphan.successor;
+    let remaining = successor
+        .body_length
+        .saturating_sub(successor.first.len() as u64);
+    let reader = PduReader::new(successor.read, successor.leftover).with_body_length(remaining);
+    let channel = Channel {
+        connection_timeout_ms: proxy.settings.connection_timeout_ms,
+        proxy,
+        target: orphan.target,
+        conn_id: successor.conn_id,
+    };
+    channel
+        .serve(reader, successor.write, successor.first)
+        .await;
+}
+
 /// The virtual connection of an OUT_R1/A3 = OUT_R2/A3 first PDU.
 fn recycled_vc(first: &[u8]) -> Option<rpch_proto::Cookie> {
     use rpch_proto::rts::{RtsCommand as C, RtsPdu, flags};
@@ -241,6 +259,7 @@ impl Channel {
         info!(server = ?server_addr, client_conn = conn_id, recycled, "OUT channel connected to the server");
 
         let (generation, mut successors) = proxy.channels.register(vc, Direction::Out);
+        let mut registered = true;
         proxy.stats.channels_active.fetch_add(1, Ordering::Relaxed);
         let (server_r, server_w) = server.into_split();
         let mut server_reader =
@@ -331,6 +350,17 @@ impl Channel {
                     }
                 }
             }
+            // A draining predecessor no longer owns the OUT side here: a new successor reaching
+            // this proxy must start afresh (OUT_R1), not be handed to us.
+            if registered
+                && matches!(
+                    machine.state(),
+                    OutboundState::Draining | OutboundState::Finished
+                )
+            {
+                proxy.channels.forget(&vc, Direction::Out, generation);
+                registered = false;
+            }
             if finished
                 && !machine.has_transmit_to_client(machine.current_channel())
                 && !machine.has_transmit_to_server()
@@ -351,6 +381,7 @@ impl Channel {
             tokio::select! {
                 read = server_reader.next(), if server_open && machine.wants_server_data() => match read {
                     Ok(Some(pdu)) => {
+                        crate::framed::log_rts("from server", &pdu);
                         idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
                         if let Err(e) = machine.handle_server_pdu(pdu) { break format!("server: {e}") }
                     }
@@ -363,7 +394,10 @@ impl Channel {
                     Err(e) => break format!("server: {e}"),
                 },
                 (id, read) = read_side(current, current_side) => match read {
-                    ClientRead_::Pdu(pdu) => if let Err(e) = machine.handle_client_pdu(id, pdu) { break format!("client: {e}") },
+                    ClientRead_::Pdu(pdu) => {
+                        crate::framed::log_rts("from client", &pdu);
+                        if let Err(e) = machine.handle_client_pdu(id, pdu) { break format!("client: {e}") }
+                    }
                     ClientRead_::Closed if machine.state() == OutboundState::Finished => {
                         break "the client closed the old OUT channel (OUT_R1)".into();
                     }
@@ -371,7 +405,10 @@ impl Channel {
                     ClientRead_::Failed(e) => break format!("client: {e}"),
                 },
                 (id, read) = read_side(other.unwrap_or(current), other_side) => match read {
-                    ClientRead_::Pdu(pdu) => if let Err(e) = machine.handle_client_pdu(id, pdu) { break format!("client: {e}") },
+                    ClientRead_::Pdu(pdu) => {
+                        crate::framed::log_rts("from client (successor)", &pdu);
+                        if let Err(e) = machine.handle_client_pdu(id, pdu) { break format!("client: {e}") }
+                    }
                     // A successor or retired request closing is the client's business.
                     ClientRead_::Closed | ClientRead_::Failed(_) => {
                         if let Some(side) = sides.remove(&id) {
@@ -384,7 +421,15 @@ impl Channel {
                     let Some(successor) = successor else { continue };
                     let id = ChannelId(successor.conn_id);
                     if let Err(e) = machine.attach_successor(id, &successor.first) {
-                        warn!(successor_conn = successor.conn_id, "OUT successor refused: {e}");
+                        // We were finishing as it arrived: it runs on its own, as an OUT_R1
+                        // successor would.
+                        info!(successor_conn = successor.conn_id, "OUT successor not attached here ({e}); running it on its own");
+                        proxy.channels.adopt(Orphan {
+                            successor,
+                            direction: Direction::Out,
+                            target: target.clone(),
+                            peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                        });
                         continue;
                     }
                     info!(successor_conn = successor.conn_id, "OUT channel successor attached (OUT_R2)");
@@ -450,6 +495,7 @@ fn to_wire(out: ToClient, lifetime: u64, sent: &mut u64) -> Bytes {
     match out {
         ToClient::ResponseHead => Bytes::from(response::out_channel_ok(lifetime)),
         ToClient::Pdu(pdu) => {
+            crate::framed::log_rts("to client", &pdu);
             *sent += pdu.len() as u64;
             pdu
         }

@@ -44,10 +44,33 @@ pub enum Direction {
     Out,
 }
 
+/// A successor handed to a task that was already finishing: it must run on its own.
+#[derive(Debug)]
+pub struct Orphan {
+    pub successor: Successor,
+    pub direction: Direction,
+    pub target: crate::http::Target,
+    pub peer: std::net::SocketAddr,
+}
+
 /// Channels running on this proxy instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChannelTable {
     inner: Mutex<Inner>,
+    orphans: mpsc::UnboundedSender<Orphan>,
+    /// Taken by the first listener, which runs orphaned successors.
+    pub orphan_queue: Mutex<Option<mpsc::UnboundedReceiver<Orphan>>>,
+}
+
+impl Default for ChannelTable {
+    fn default() -> Self {
+        let (orphans, queue) = mpsc::unbounded_channel();
+        Self {
+            inner: Mutex::default(),
+            orphans,
+            orphan_queue: Mutex::new(Some(queue)),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +127,12 @@ impl ChannelTable {
         {
             inner.channels.remove(&(*vc, direction));
         }
+    }
+
+    /// Runs a successor that reached a finishing task as a channel of its own (the race
+    /// between a successor's arrival and its predecessor leaving the table).
+    pub fn adopt(&self, orphan: Orphan) {
+        let _ = self.orphans.send(orphan);
     }
 
     /// Channels registered now.
