@@ -1,8 +1,8 @@
 """impacket through rpcgate to a real Samba AD DC (interop/samba_dc.py), compared with direct calls.
 
 The gateway publishes two of Samba's ncacn_ip_tcp ports behind two endpoints: the endpoint
-mapper (127.0.0.1:135) and the port of samr, lsarpc and drsuapi (49153 on an idle machine, read
-from Samba's endpoint mapper). Each check makes the same calls through rpcgate (RPC over HTTP v2
+mapper (127.0.0.1:135) and the port of samr, lsarpc and drsuapi (the first free one from
+49152, read from Samba's endpoint mapper). Each check makes the same calls through rpcgate (RPC over HTTP v2
 through the HTTPS and the plain-HTTP proxy listener, and v1 straight to the endpoint) and
 directly over ncacn_ip_tcp, and asserts that the answers are equal:
 
@@ -32,6 +32,7 @@ from impacket.http import AUTH_BASIC
 from impacket.uuid import uuidtup_to_bin
 
 from conftest import Gateway
+from samba_dc import RPC_SERVER_PORT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,7 +157,7 @@ def test_ept_map_through_rpcgate_equals_direct(samba_dc, samba_gateway, direct_e
     samr_port = samba_dc.ports["samr"]
     assert direct_ept_map["samr"][0] == f"ncacn_ip_tcp:127.0.0.1[{samr_port}]"
     assert direct_ept_map["lsarpc"][0] == f"ncacn_ip_tcp:127.0.0.1[{samr_port}]"
-    assert direct_ept_map["netlogon"][0] == "ncacn_ip_tcp:127.0.0.1[49152]"
+    assert direct_ept_map["netlogon"][0] == f"ncacn_ip_tcp:127.0.0.1[{RPC_SERVER_PORT}]"
     assert all(towers for _, towers in direct_ept_map.values())
 
     answers = ept_map_answers(lambda: connect(way, 135, samba_gateway))
