@@ -16,19 +16,26 @@
 //! NEGOTIATE_MESSAGE and killed when the handshake ends or the connection goes away.
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long the helper may take for one answer.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Helpers running at once. Every NEGOTIATE_MESSAGE, authenticated or not, starts one, so the
+/// number is bounded; past it, NTLM works for local accounts only until one ends.
+pub const MAX_HELPERS: usize = 64;
+
 /// A running helper in the middle of a handshake.
 #[derive(Debug)]
 pub struct Helper {
+    _permit: OwnedSemaphorePermit,
     _child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -46,7 +53,15 @@ pub enum HelperVerdict {
 impl Helper {
     /// Starts `command` (program and arguments) and sends it the NEGOTIATE_MESSAGE; returns the
     /// helper and its CHALLENGE_MESSAGE.
-    pub async fn start(command: &[String], negotiate: &[u8]) -> Result<(Self, Vec<u8>), String> {
+    pub async fn start(
+        command: &[String],
+        negotiate: &[u8],
+        limit: &Arc<Semaphore>,
+    ) -> Result<(Self, Vec<u8>), String> {
+        let permit = limit
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| format!("{MAX_HELPERS} helpers are running already"))?;
         let (program, args) = command
             .split_first()
             .ok_or_else(|| "ntlm_helper is empty".to_owned())?;
@@ -62,6 +77,7 @@ impl Helper {
             return Err(format!("{program}: no pipes"));
         };
         let mut helper = Self {
+            _permit: permit,
             _child: child,
             stdin,
             stdout: BufReader::new(stdout),
@@ -127,7 +143,10 @@ mod tests {
     async fn speaks_the_line_protocol() {
         let script = r#"read a b; echo "TT VGVzdA=="; read c d; printf 'AF DOM\\alice\n'"#;
         let command = vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
-        let (helper, challenge) = Helper::start(&command, b"one").await.unwrap();
+        let limit = Arc::new(Semaphore::new(1));
+        let (helper, challenge) = Helper::start(&command, b"one", &limit).await.unwrap();
+        // The one permit is taken while the helper runs.
+        assert!(Helper::start(&command, b"one", &limit).await.is_err());
         assert_eq!(challenge, b"Test");
         assert_eq!(
             helper.finish(b"three").await.unwrap(),
@@ -138,6 +157,6 @@ mod tests {
             "-c".into(),
             "read a b; echo 'BH broken'".into(),
         ];
-        assert!(Helper::start(&refuse, b"x").await.is_err());
+        assert!(Helper::start(&refuse, b"x", &limit).await.is_err());
     }
 }

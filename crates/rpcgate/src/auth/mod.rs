@@ -144,6 +144,8 @@ pub struct AuthCore {
     users: UserStore,
     throttle: Throttle,
     kerberos: Option<kerberos::Acceptor>,
+    /// One permit per running `ntlm_auth` (each unauthenticated NEGOTIATE starts one).
+    helpers: Arc<tokio::sync::Semaphore>,
 }
 
 impl AuthCore {
@@ -156,6 +158,7 @@ impl AuthCore {
         };
         Ok(Arc::new(Self {
             throttle: Throttle::new(settings.throttle),
+            helpers: Arc::new(tokio::sync::Semaphore::new(helper::MAX_HELPERS)),
             users,
             kerberos,
             settings,
@@ -659,7 +662,7 @@ async fn connection_based(
                 );
             };
             let (challenge, server_challenge, helper) = match &core.settings.ntlm_helper {
-                Some(command) => match helper::Helper::start(command, token).await {
+                Some(command) => match helper::Helper::start(command, token, &core.helpers).await {
                     Ok((helper, challenge)) => {
                         let mut server_challenge = [0u8; 8];
                         match challenge.get(24..32) {
@@ -727,7 +730,7 @@ async fn connection_based(
                 return verdict;
             }
             let identity = if core.is_local(&user) && core.users.find(&user.name).is_some() {
-                verify_local(core, &auth, &user, &server_challenge, method)
+                verify_local(core, &auth, &user, &server_challenge)
             } else if let Some(helper) = helper {
                 match helper.finish(token).await {
                     Ok(helper::HelperVerdict::Authenticated(name)) => {
@@ -804,7 +807,6 @@ fn verify_local(
     auth: &ntlm::Authenticate,
     user: &UserName,
     server_challenge: &[u8; 8],
-    _method: &str,
 ) -> Result<Identity, String> {
     let account = core
         .users
