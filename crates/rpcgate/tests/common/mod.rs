@@ -46,9 +46,14 @@ pub fn valid_ports(text: &str) -> ValidPorts {
 
 /// Starts a plain-HTTP anonymous proxy; returns its address and handle.
 pub async fn start_proxy(valid: &str) -> (SocketAddr, Arc<Proxy>) {
+    start_proxy_with(valid, proxy_settings()).await
+}
+
+/// Starts a plain-HTTP anonymous proxy with `settings`.
+pub async fn start_proxy_with(valid: &str, settings: ProxySettings) -> (SocketAddr, Arc<Proxy>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let proxy = Proxy::new(proxy_settings(), valid_ports(valid));
+    let proxy = Proxy::new(settings, valid_ports(valid));
     tokio::spawn(rpcgate::proxy::serve(
         listener,
         proxy.clone(),
