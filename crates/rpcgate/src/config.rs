@@ -9,6 +9,7 @@
 //! and column when known, the key path (`proxy.listener[1].tls`) and what was expected.
 
 mod auth;
+mod configurator;
 mod schema;
 
 pub use auth::{ClientConfig, ListenerAuthConfig};
@@ -92,6 +93,9 @@ pub struct Config {
     pub auth: crate::auth::AuthSettings,
     /// `[client]`: what clients will be told (client-facing, for Autodiscover).
     pub client: ClientConfig,
+    /// `[configurator]`: ValidPorts entries read from the directory; `None` without the
+    /// section.
+    pub configurator: Option<crate::configurator::ConfiguratorConfig>,
 }
 
 /// `[log]`
@@ -326,10 +330,16 @@ impl Config {
         };
         let auth = ctx.auth(&file.auth, &state_dir)?;
         let client = ctx.client(&file.client)?;
+        let configurator = file
+            .configurator
+            .as_ref()
+            .map(|c| ctx.configurator(c))
+            .transpose()?;
         let config = Config {
             source: source_name.to_owned(),
             auth,
             client,
+            configurator,
             state_dir,
             log: ctx.log(&file.log)?,
             proxy: ctx.proxy(&file.proxy)?,

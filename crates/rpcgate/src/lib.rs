@@ -4,6 +4,7 @@
 //! - [`auth`]: authentication (Basic, NTLM, Negotiate), throttling and authorization.
 //! - [`serve`] / [`gateway`]: configuration to running listeners, and `rpcgate serve`.
 //! - [`config`]: the TOML configuration file and the embedded default.
+//! - [`configurator`]: ValidPorts entries kept current from the directory (LDAP).
 //! - [`proxy`]: `/rpc/rpcproxy.dll`, the inbound and outbound proxy roles over HTTP(S).
 //! - [`endpoint`]: the server role, pairing IN and OUT legs and bridging to a backend.
 //! - [`demo`]: the built-in DCE/RPC service (mgmt, rpcecho) over ncacn_ip_tcp.
@@ -19,6 +20,7 @@
 //! - [`user_admin`]: `rpcgate user add|remove|list`.
 pub mod auth;
 pub mod config;
+pub mod configurator;
 pub mod connect;
 pub mod demo;
 pub mod endpoint;

@@ -33,6 +33,36 @@ pub(super) struct File {
     pub auth: Auth,
     #[serde(default)]
     pub client: Client,
+    pub configurator: Option<Configurator>,
+}
+
+/// `[configurator]`: ValidPorts entries read from the directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Configurator {
+    pub url: Spanned<OneOrMany>,
+    pub starttls: Option<Spanned<bool>>,
+    pub ca_file: Option<Spanned<PathBuf>>,
+    pub bind_dn: Spanned<String>,
+    pub password_file: Option<Spanned<PathBuf>>,
+    pub password_env: Option<Spanned<String>>,
+    pub base_dn: Spanned<String>,
+    pub filter: Option<Spanned<String>>,
+    pub fqdn_attribute: Option<Spanned<String>>,
+    pub netbios_attribute: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub ports: Option<Spanned<String>>,
+    pub interval_minutes: Option<Spanned<Count>>,
+    pub interval_secs: Option<Spanned<Count>>,
+    pub timeout_secs: Option<Spanned<Count>>,
+}
+
+/// One string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `[log]`

@@ -1,0 +1,116 @@
+//! The configurator's directory shell: bind and search over LDAP (the `ldap3` crate, as the
+//! Basic-over-LDAP authentication uses), the result as [`Server`]s.
+//!
+//! Every URL is tried in order until one answers; the whole poll (connect, TLS, bind,
+//! search) is bounded by the configured timeout per URL. A directory that refuses the bind,
+//! or a search that does not succeed completely (a size limit included), is an error: the
+//! caller then keeps its last good list rather than acting on a partial answer.
+
+use std::sync::Arc;
+
+use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+
+use super::ConfiguratorConfig;
+use super::merge::{Server, in_group};
+
+/// Asks the directory for the servers.
+pub async fn poll(config: &ConfiguratorConfig) -> Result<Vec<Server>, String> {
+    let password = config.password.read()?;
+    let mut errors = Vec::new();
+    for url in &config.urls {
+        match tokio::time::timeout(config.timeout, poll_one(config, url, &password)).await {
+            Ok(Ok(servers)) => return Ok(servers),
+            Ok(Err(e)) => errors.push(format!("{url}: {e}")),
+            Err(_) => errors.push(format!(
+                "{url}: no answer within {} s",
+                config.timeout.as_secs()
+            )),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+async fn poll_one(
+    config: &ConfiguratorConfig,
+    url: &str,
+    password: &str,
+) -> Result<Vec<Server>, String> {
+    let mut settings = LdapConnSettings::new()
+        .set_conn_timeout(config.timeout)
+        .set_starttls(config.starttls);
+    if url.to_ascii_lowercase().starts_with("ldaps://") || config.starttls {
+        let tls = crate::tls::client_config(config.ca_file.as_deref(), false)
+            .map_err(|e| format!("LDAP TLS configuration: {e}"))?;
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols.clear();
+        settings = settings.set_config(Arc::new(tls));
+    }
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+        .await
+        .map_err(|e| format!("cannot reach the directory: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.drive().await {
+            tracing::debug!("configurator LDAP connection ended: {e}");
+        }
+    });
+    let bound = ldap
+        .simple_bind(&config.bind_dn, password)
+        .await
+        .map_err(|e| format!("LDAP bind: {e}"))?;
+    if bound.rc != 0 {
+        let _ = ldap.unbind().await;
+        let hint = if bound.rc == 8 || bound.rc == 13 {
+            ": the directory wants TLS (use ldaps:// or starttls = true)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "bind as {} refused (LDAP result {}){hint}",
+            config.bind_dn, bound.rc
+        ));
+    }
+    let mut attributes = vec![
+        config.fqdn_attribute.as_str(),
+        config.netbios_attribute.as_str(),
+    ];
+    if config.group.is_some() {
+        attributes.push("memberOf");
+    }
+    let searched = ldap
+        .search(&config.base_dn, Scope::Subtree, &config.filter, attributes)
+        .await
+        .and_then(|r| r.success());
+    let _ = ldap.unbind().await;
+    let (entries, _) =
+        searched.map_err(|e| format!("LDAP search under {}: {e}", config.base_dn))?;
+    let mut servers = Vec::new();
+    for entry in entries {
+        let entry = SearchEntry::construct(entry);
+        let value = |name: &str| {
+            entry
+                .attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.first().map(String::as_str))
+        };
+        if let Some(group) = &config.group {
+            let member_of = entry
+                .attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("memberOf"))
+                .map(|(_, v)| v.as_slice())
+                .unwrap_or_default();
+            if !in_group(member_of, group) {
+                continue;
+            }
+        }
+        let server = Server::from_attributes(
+            value(&config.fqdn_attribute),
+            value(&config.netbios_attribute),
+        );
+        if server.names().next().is_some() {
+            servers.push(server);
+        }
+    }
+    Ok(servers)
+}
