@@ -39,11 +39,24 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
-    /// Print the effective ValidPorts allow-list, one entry per line with its origin.
+    /// Print the effective ValidPorts allow-list (static entries and the configurator's
+    /// persisted directory list), one entry per line with its origin.
     Validports {
         /// Configuration file (TOML).
         #[arg(short, long)]
         config: Option<PathBuf>,
+    },
+    /// Poll the directory for ValidPorts entries ([configurator]) and print what changes.
+    Configurator {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Poll once and exit (required: the gateway itself runs the periodic poll).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Print the diff only; do not write the state directory's list.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print the embedded default configuration (a starting point for a config file).
     DefaultConfig,
@@ -154,6 +167,17 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("rpcgate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Configurator {
+            config,
+            once: _,
+            dry_run,
+        } => match runtime.block_on(rpcgate::serve::configurator_once(config, dry_run)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rpcgate configurator: {e:#}");
                 ExitCode::FAILURE
             }
         },

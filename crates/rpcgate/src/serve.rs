@@ -6,13 +6,15 @@
 //! gateway in the first lines.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Backend, Config, ListenerTls};
+use crate::configurator::{ConfiguratorConfig, Manager};
 use crate::endpoint::EndpointSettings;
 use crate::gateway::{BackendSpec, EndpointSpec, GatewaySpec, ProxyListenerSpec, start};
 use crate::proxy::ProxySettings;
@@ -183,13 +185,20 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-/// Runs the gateway until Ctrl-C or SIGTERM.
+/// Runs the gateway until Ctrl-C or SIGTERM; SIGHUP reloads the config file.
 pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = load_config(path)?;
+    let config = load_config(path.clone())?;
     init_logging(&config.log.level);
     info!(config = %config.source, state_dir = %config.state_dir.display(), "rpcgate {} starting", env!("CARGO_PKG_VERSION"));
     let spec = spec_from_config(&config)?;
     let mut gateway = start(spec).await?;
+    let manager = Arc::new(Manager::new(
+        Some(gateway.proxy.clone()),
+        config.proxy.valid_ports.clone(),
+        &config.state_dir,
+        config.configurator.is_some(),
+    ));
+    let mut configurator = start_configurator(&manager, config.configurator.clone());
     info!(
         "rpcgate is running; try: rpcgate ping https://127.0.0.1:8443 -e localhost:6001 --insecure"
     );
@@ -205,18 +214,108 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         }
         std::future::pending::<()>().await;
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
-        () = terminate => info!("terminated; stopping"),
-        () = gateway.wait() => warn!("a listener task ended; stopping"),
+    tokio::pin!(terminate);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut current = config;
+    loop {
+        #[cfg(unix)]
+        let reload = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let reload = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { info!("interrupted; stopping"); break; }
+            () = &mut terminate => { info!("terminated; stopping"); break; }
+            () = gateway.wait() => { warn!("a listener task ended; stopping"); break; }
+            () = reload => {
+                if let Some(new) = reload_config(path.as_deref(), &current) {
+                    manager.set_statics(new.proxy.valid_ports.clone(), new.configurator.is_some());
+                    if new.configurator != current.configurator {
+                        if let Some(task) = configurator.take() {
+                            task.abort();
+                        }
+                        configurator = start_configurator(&manager, new.configurator.clone());
+                    }
+                    current = new;
+                }
+            }
+        }
+    }
+    if let Some(task) = configurator {
+        task.abort();
     }
     Ok(())
 }
 
-/// `rpcgate validports`: the effective allow-list with the origin of each entry.
+/// Starts the configurator task when it is configured with a non-zero interval.
+fn start_configurator(
+    manager: &Arc<Manager>,
+    config: Option<ConfiguratorConfig>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match config {
+        Some(config) if !config.interval.is_zero() => Some(tokio::spawn(crate::configurator::run(
+            manager.clone(),
+            config,
+        ))),
+        Some(_) => {
+            info!("configurator: interval 0, polling is off (the persisted list is served)");
+            None
+        }
+        None => None,
+    }
+}
+
+/// SIGHUP: the config file read again. A config that does not load is logged and `None`
+/// returned (the old one stays). What can change without a restart: ValidPorts (static
+/// entries) and `[configurator]`; the rest is logged as needing a restart.
+fn reload_config(path: Option<&std::path::Path>, current: &Config) -> Option<Config> {
+    let Some(path) = path else {
+        info!("SIGHUP: running on the embedded default config, nothing to reload");
+        return None;
+    };
+    match Config::load(path) {
+        Ok(new) => {
+            info!(config = %path.display(), "SIGHUP: config reloaded (ValidPorts and [configurator] applied)");
+            let restart_needed = format!(
+                "{:?}{:?}{:?}{:?}{:?}",
+                new.proxy.listeners, new.endpoints, new.auth, new.demo, new.log
+            ) != format!(
+                "{:?}{:?}{:?}{:?}{:?}",
+                current.proxy.listeners, current.endpoints, current.auth, current.demo, current.log
+            );
+            if restart_needed {
+                warn!(
+                    "SIGHUP: listeners, endpoints, [auth], [demo] or [log] changed too: those \
+                     take effect at the next restart"
+                );
+            }
+            Some(new)
+        }
+        Err(e) => {
+            error!("SIGHUP: keeping the running config, the new one does not load: {e}");
+            None
+        }
+    }
+}
+
+/// `rpcgate validports`: the effective allow-list (static entries and the persisted
+/// directory list) with the origin of each entry.
 pub fn print_valid_ports(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load_config(path)?;
-    let valid_ports = &config.proxy.valid_ports;
+    let manager = Manager::new(
+        None,
+        config.proxy.valid_ports.clone(),
+        &config.state_dir,
+        config.configurator.is_some(),
+    );
+    let valid_ports = manager.effective();
     if valid_ports.is_empty() {
         println!("ValidPorts is empty: the proxy refuses every target.");
         return Ok(());
@@ -231,5 +330,44 @@ pub fn print_valid_ports(path: Option<PathBuf>) -> anyhow::Result<()> {
         );
     }
     println!("\nas a registry value: {valid_ports}");
+    Ok(())
+}
+
+/// `rpcgate configurator --once [--dry-run]`: polls the directory once and prints the diff
+/// against the persisted list; without `--dry-run` the new list is persisted (a running
+/// gateway serves it at its next start; its own poll applies it live).
+pub async fn configurator_once(path: Option<PathBuf>, dry_run: bool) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let Some(settings) = config.configurator.clone() else {
+        anyhow::bail!("{}: no [configurator] section", config.source);
+    };
+    let manager = Manager::new(
+        None,
+        config.proxy.valid_ports.clone(),
+        &config.state_dir,
+        true,
+    );
+    let servers = crate::configurator::ldap::poll(&settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("the directory poll failed: {e}"))?;
+    let now = std::time::SystemTime::now();
+    let diff = if dry_run {
+        manager.preview(&servers, &settings.ports, now)
+    } else {
+        manager.poll_result(Ok(servers.clone()), &settings.ports, now)
+    };
+    println!("{} servers in the directory", servers.len());
+    for entry in &diff.added {
+        println!("+ {entry}");
+    }
+    for entry in &diff.removed {
+        println!("- {entry}");
+    }
+    if diff.is_empty() {
+        println!("no change");
+    }
+    if dry_run {
+        println!("(dry run: nothing written)");
+    }
     Ok(())
 }
