@@ -12,6 +12,7 @@
 //! - [`valid_ports`]: the allow-list of targets.
 //! - [`tls`]: certificates (self-signed generation) and rustls configurations.
 //! - [`rpch_client`]: rpcgate's own RPC-over-HTTP client transport.
+//! - [`client_auth`]: HTTP authentication, the client side (Basic, NTLM).
 //! - [`rpc_client`]: a DCE/RPC client (bind, calls) over any PDU transport.
 //! - [`ping`]: `rpcgate ping`.
 //! - [`framed`]: PDU framing over byte streams and writer tasks.
@@ -19,6 +20,7 @@
 //! - [`ids`]: connection ids for logs.
 //! - [`user_admin`]: `rpcgate user add|remove|list`.
 pub mod auth;
+pub mod client_auth;
 pub mod config;
 pub mod configurator;
 pub mod connect;

@@ -22,13 +22,46 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
-    /// Open a virtual connection through a proxy to an endpoint and make a real RPC call.
+    /// Walk the path to an RPC server stage by stage (DNS, TCP, TLS, HTTP auth, echo, channels,
+    /// RTS, bind, call) and say where it fails and what to change. Exit codes: 0 ok, 2 usage,
+    /// 3 unreachable (DNS/TCP), 4 TLS, 5 proxy refused (503 RPC Error, HTTP), 6 RTS, 7 bind,
+    /// 8 call, 9 authentication.
     Ping {
         /// The proxy: https://host[:port], http://host:port, or a bare host name (HTTPS, 443).
         proxy: String,
         /// The RPC server behind the proxy, as server:port.
-        #[arg(short = 'e', long = "endpoint", value_name = "SERVER:PORT")]
-        endpoint: String,
+        #[arg(
+            short = 'e',
+            long = "endpoint",
+            value_name = "SERVER:PORT",
+            required_unless_present = "proxy_only"
+        )]
+        endpoint: Option<String>,
+        /// Ping only the RPC proxy (an echo request), like rpcping -E.
+        #[arg(short = 'E', long = "proxy-only", conflicts_with = "endpoint")]
+        proxy_only: bool,
+        /// Interface to bind, UUID[:MAJOR.MINOR] (default: the DCE management interface;
+        /// rpcecho's 60a15ec5-4de8-11d7-a637-005056a20182 calls AddOne).
+        #[arg(long, value_name = "UUID[:VERSION]")]
+        interface: Option<String>,
+        /// User for the proxy's HTTP authentication (DOMAIN\user or user@domain for NTLM).
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// File whose first line is the password (else $RPCGATE_PASSWORD).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// HTTP authentication scheme (default: NTLM if offered, else Basic).
+        #[arg(long, value_parser = ["basic", "ntlm", "negotiate"])]
+        auth: Option<String>,
+        /// Calls to make; with more than one, latency min / mean / p99 / max.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// One JSON object with every stage, instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Use these addresses for the proxy's host name (comma-separated), like curl --resolve.
+        #[arg(long, value_name = "IP,IP...", value_delimiter = ',')]
+        resolve: Vec<std::net::IpAddr>,
         /// Accept any TLS certificate (testing only).
         #[arg(long)]
         insecure: bool,
@@ -142,10 +175,37 @@ fn main() -> ExitCode {
         Command::Ping {
             proxy,
             endpoint,
+            proxy_only: _,
             insecure,
             ca,
             timeout,
+            interface,
+            user,
+            password_file,
+            auth,
+            count,
+            json,
+            resolve,
         } => {
+            let usage = |message: String| {
+                eprintln!("rpcgate ping: {message}");
+                ExitCode::from(rpcgate::ping::exit::USAGE as u8)
+            };
+            let interface = match interface.map(|i| rpcgate::ping::parse_interface(&i)) {
+                Some(Err(e)) => return usage(e),
+                Some(Ok(i)) => Some(i),
+                None => None,
+            };
+            let password = match password_file {
+                Some(path) => match std::fs::read_to_string(&path) {
+                    Ok(text) => Some(text.lines().next().unwrap_or_default().to_string()),
+                    Err(e) => return usage(format!("{}: {e}", path.display())),
+                },
+                None => std::env::var("RPCGATE_PASSWORD").ok(),
+            };
+            if user.is_some() && password.is_none() {
+                return usage("--user needs --password-file or RPCGATE_PASSWORD".into());
+            }
             let proxy = match proxy.parse() {
                 Ok(p) => p,
                 Err(e) => {
@@ -159,6 +219,18 @@ fn main() -> ExitCode {
                 insecure,
                 ca,
                 timeout: Duration::from_secs(timeout.max(1)),
+                interface,
+                user,
+                password,
+                auth,
+                count: count.max(1),
+                json,
+                resolve: (!resolve.is_empty()).then(|| {
+                    resolve
+                        .iter()
+                        .map(|ip| std::net::SocketAddr::new(*ip, 0))
+                        .collect()
+                }),
             };
             let code = runtime.block_on(rpcgate::ping::run(args));
             ExitCode::from(u8::try_from(code).unwrap_or(1))

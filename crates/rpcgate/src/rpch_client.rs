@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
-use crate::connect::{TCP_KEEPALIVE_IDLE, connect, tune_socket};
+use crate::connect::{TCP_KEEPALIVE_IDLE, connect, connect_addrs, tune_socket};
 use crate::framed::{PduReader, WriterTx, finish_writer, spawn_writer};
 use crate::http::parse_response_head;
 
@@ -125,6 +125,11 @@ pub struct ClientOptions {
     /// Proxies that successor IN / OUT requests go to, in turn (default: the original one).
     pub in_recycle_proxies: Vec<ProxyUrl>,
     pub out_recycle_proxies: Vec<ProxyUrl>,
+    /// Credentials for the proxy's HTTP authentication (none: anonymous).
+    pub auth: Option<crate::client_auth::HttpAuth>,
+    /// Connect to these addresses instead of resolving the proxy's host name (`ping
+    /// --resolve`); the name is still used for TLS and the Host header.
+    pub addresses: Option<Vec<std::net::SocketAddr>>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -148,6 +153,8 @@ impl Default for ClientOptions {
             in_channel_lifetime: IN_CHANNEL_LIFETIME,
             in_recycle_proxies: Vec::new(),
             out_recycle_proxies: Vec::new(),
+            auth: None,
+            addresses: None,
         }
     }
 }
@@ -164,6 +171,9 @@ pub enum ClientError {
     Tls { proxy: String, message: String },
     #[error("the proxy refused the channel: RPC error {code:#x} ({status_line})")]
     RpcError { code: u32, status_line: String },
+    /// `401`: no credentials, a scheme the proxy does not offer, or wrong credentials.
+    #[error("the proxy answered HTTP 401 (offers: {})", .offered.join(", "))]
+    Unauthorized { offered: Vec<String> },
     #[error("the proxy answered the OUT channel with HTTP {status} {reason}")]
     HttpStatus { status: u16, reason: String },
     #[error("{what} timed out after {after:?}")]
@@ -273,10 +283,18 @@ fn random_cookie() -> Cookie {
 }
 
 async fn open_stream(proxy: &ProxyUrl, options: &ClientOptions) -> Result<BoxedIo, ClientError> {
-    let connected = tokio::time::timeout(
-        options.timeout,
-        connect(&proxy.host, proxy.port, options.timeout),
-    )
+    let connected = tokio::time::timeout(options.timeout, async {
+        match &options.addresses {
+            Some(addrs) => {
+                let addrs: Vec<_> = addrs
+                    .iter()
+                    .map(|a| std::net::SocketAddr::new(a.ip(), proxy.port))
+                    .collect();
+                connect_addrs(&proxy.host, proxy.port, &addrs, options.timeout).await
+            }
+            None => connect(&proxy.host, proxy.port, options.timeout).await,
+        }
+    })
     .await
     .map_err(|_| ClientError::Timeout {
         what: "connecting to the proxy",
@@ -317,13 +335,95 @@ async fn open_stream(proxy: &ProxyUrl, options: &ClientOptions) -> Result<BoxedI
     Ok(Box::new(tls))
 }
 
-fn request_head(method: &str, proxy: &ProxyUrl, target: &str, content_length: u64) -> String {
+fn request_head(
+    method: &str,
+    proxy: &ProxyUrl,
+    target: &str,
+    content_length: u64,
+    extra: &str,
+) -> String {
     format!(
         "{method} {}?{target} HTTP/1.1\r\nHost: {}:{}\r\nAccept: application/rpc\r\n\
          User-Agent: MSRPC\r\nCache-Control: no-cache\r\nPragma: No-cache\r\n\
-         Connection: Keep-Alive\r\nContent-Length: {content_length}\r\n\r\n",
+         Connection: Keep-Alive\r\n{extra}Content-Length: {content_length}\r\n\r\n",
         proxy.path, proxy.host, proxy.port
     )
+}
+
+/// The `Authorization` header line for a request on `stream` (empty when anonymous). NTLM
+/// runs its NEGOTIATE / CHALLENGE exchange on `stream` first, with an empty request of the
+/// same method and target.
+pub async fn authorize(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    method: &str,
+    proxy: &ProxyUrl,
+    target: &str,
+    options: &ClientOptions,
+) -> Result<String, ClientError> {
+    use crate::client_auth::{HttpAuth, ntlm_authenticate_header, ntlm_challenge};
+    let Some(auth) = &options.auth else {
+        return Ok(String::new());
+    };
+    let HttpAuth::Ntlm { user, password } = auth else {
+        return Ok(auth.basic_header().unwrap_or_default());
+    };
+    let first = crate::client_auth::ntlm_negotiate_header();
+    stream
+        .write_all(request_head(method, proxy, target, 0, &first).as_bytes())
+        .await?;
+    let head = read_head_and_body(stream, options.timeout).await?;
+    if head.status != 401 {
+        return Err(ClientError::HttpStatus {
+            status: head.status,
+            reason: head.reason,
+        });
+    }
+    let values = www_authenticate(&head);
+    let challenge = ntlm_challenge(values.iter().map(String::as_str)).ok_or_else(|| {
+        ClientError::Unauthorized {
+            offered: crate::client_auth::offered_schemes(values.iter().map(String::as_str)),
+        }
+    })?;
+    ntlm_authenticate_header(user, password, &challenge).map_err(ClientError::Protocol)
+}
+
+/// Every `WWW-Authenticate` value of a response.
+pub fn www_authenticate(head: &crate::http::ResponseHead) -> Vec<String> {
+    head.headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("www-authenticate"))
+        .map(|(_, value)| value.clone())
+        .collect()
+}
+
+/// Reads a response head and its (Content-Length) body, byte by byte so that nothing after
+/// it is consumed.
+pub async fn read_head_and_body(
+    stream: &mut (impl AsyncRead + Unpin),
+    timeout: Duration,
+) -> Result<crate::http::ResponseHead, ClientError> {
+    tokio::time::timeout(timeout, async {
+        let mut buf = Vec::with_capacity(512);
+        loop {
+            if let Some((head, _)) = parse_response_head(&buf)
+                .map_err(|e| ClientError::Protocol(format!("bad response: {e}")))?
+            {
+                let mut body = vec![0u8; head.content_length.unwrap_or(0).min(65_536) as usize];
+                stream.read_exact(&mut body).await?;
+                return Ok(head);
+            }
+            if stream.read_u8().await.map(|b| buf.push(b)).is_err() {
+                return Err(ClientError::Protocol(
+                    "the proxy closed the connection without a response".into(),
+                ));
+            }
+        }
+    })
+    .await
+    .map_err(|_| ClientError::Timeout {
+        what: "the HTTP response",
+        after: timeout,
+    })?
 }
 
 /// Opens a virtual connection to `target` (`server:port`) through `proxy`.
@@ -349,18 +449,27 @@ pub async fn open(
     let mut vc = ClientVc::new(config, in_id, out_id);
     let now = Instant::now();
 
+    let in_auth = authorize(&mut in_stream, "RPC_IN_DATA", proxy, target, options).await?;
+    let out_auth = authorize(&mut out_stream, "RPC_OUT_DATA", out_proxy, target, options).await?;
     let mut in_request = request_head(
         "RPC_IN_DATA",
         proxy,
         target,
         u64::from(options.in_channel_lifetime),
+        &in_auth,
     )
     .into_bytes();
     while let Some(pdu) = vc.poll_transmit(in_id, now) {
         in_request.extend_from_slice(&pdu);
     }
-    let mut out_request =
-        request_head("RPC_OUT_DATA", out_proxy, target, OUT_REQUEST_LENGTH).into_bytes();
+    let mut out_request = request_head(
+        "RPC_OUT_DATA",
+        out_proxy,
+        target,
+        OUT_REQUEST_LENGTH,
+        &out_auth,
+    )
+    .into_bytes();
     while let Some(pdu) = vc.poll_transmit(out_id, now) {
         out_request.extend_from_slice(&pdu);
     }
@@ -464,6 +573,12 @@ async fn read_out_head(
         what: "the OUT channel response",
         after: timeout,
     })??;
+    if head.status == 401 {
+        let values = www_authenticate(&head);
+        return Err(ClientError::Unauthorized {
+            offered: crate::client_auth::offered_schemes(values.iter().map(String::as_str)),
+        });
+    }
     if head.status != 200 {
         let status_line = format!("HTTP {} {}", head.status, head.reason);
         if let Some(code) = head.rpc_error_code() {
@@ -544,11 +659,21 @@ impl Driver {
                 let mut stream = open_stream(&proxy, &self.options)
                     .await
                     .map_err(|e| format!("opening a successor IN channel: {e}"))?;
+                let auth = authorize(
+                    &mut stream,
+                    "RPC_IN_DATA",
+                    &proxy,
+                    &self.target,
+                    &self.options,
+                )
+                .await
+                .map_err(|e| format!("successor IN channel: {e}"))?;
                 let head = request_head(
                     "RPC_IN_DATA",
                     &proxy,
                     &self.target,
                     u64::from(self.options.in_channel_lifetime),
+                    &auth,
                 );
                 stream
                     .write_all(head.as_bytes())
@@ -566,7 +691,16 @@ impl Driver {
                 let mut stream = open_stream(&proxy, &self.options)
                     .await
                     .map_err(|e| format!("opening a successor OUT channel: {e}"))?;
-                let head = request_head("RPC_OUT_DATA", &proxy, &self.target, 120);
+                let auth = authorize(
+                    &mut stream,
+                    "RPC_OUT_DATA",
+                    &proxy,
+                    &self.target,
+                    &self.options,
+                )
+                .await
+                .map_err(|e| format!("successor OUT channel: {e}"))?;
+                let head = request_head("RPC_OUT_DATA", &proxy, &self.target, 120, &auth);
                 stream
                     .write_all(head.as_bytes())
                     .await
