@@ -469,7 +469,7 @@ impl OutboundProxy {
                         }
                     }
                     // The inbound proxy's acknowledgement for the client: pass it on.
-                    ForwardDestination::Client => self.current.rts.push(pdu),
+                    ForwardDestination::Client => self.to_client_rts(pdu, true),
                     _ => {
                         return Err(ProtocolError::Unexpected {
                             channel: SERVER_CHANNEL,
@@ -505,7 +505,7 @@ impl OutboundProxy {
             (OutboundState::Opened | OutboundState::AwaitA11, _, _)
                 if rts.destination() == Some(ForwardDestination::Client) =>
             {
-                self.current.rts.push(pdu);
+                self.to_client_rts(pdu, false);
                 Ok(())
             }
             _ => Err(ProtocolError::Unexpected {
@@ -515,6 +515,25 @@ impl OutboundProxy {
                 got: rts.name().into(),
             }),
         }
+    }
+
+    /// Queues an RTS PDU the server forwarded to the client. After OUT_R2/B1 the server counts
+    /// what it sends against the successor channel, so it goes there; a flow-control ack
+    /// replaces one still queued (acks are cumulative), so acks cannot pile up in a channel
+    /// that waits for the client.
+    fn to_client_rts(&mut self, pdu: Bytes, is_ack: bool) {
+        let channel = match self.r2.as_mut() {
+            Some(r2) if r2.b1_seen => &mut r2.successor,
+            _ => &mut self.current,
+        };
+        if is_ack
+            && channel.rts.replace_last_if(pdu.clone(), |queued| {
+                RtsPdu::decode(queued).is_ok_and(|q| q.flow_control_ack().is_some())
+            })
+        {
+            return;
+        }
+        channel.rts.push(pdu);
     }
 
     /// OUT_R2 step 10: once B1 has come and the old channel's data is out, end the old channel

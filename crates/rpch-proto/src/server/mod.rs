@@ -51,7 +51,7 @@ pub use first::{ConnA2, ConnB2, FirstPdu, InR1A2, OutR1A4, classify_first_pdu};
 pub const LEGACY_GREETING: &[u8; 14] = b"ncacn_http/1.0";
 
 /// Bytes kept free at the end of an OUT channel for the RTS PDUs that finish recycling.
-const RTS_RESERVE: u64 = 4 * 1024;
+const RTS_RESERVE: u64 = 8 * 1024;
 
 /// Settings of the server role.
 #[derive(Debug, Clone, Copy)]
