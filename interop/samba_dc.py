@@ -20,7 +20,9 @@ any RFC 6125 client) refuses. `rpc server port = 24152` pins the port of the mul
 servers (netlogon), below Linux's ephemeral port range (32768-60999): a pinned port inside it
 collides with client sockets in TIME_WAIT after busy tests, and samba then cannot bind it.
 The single-process ones (samr, lsarpc, drsuapi, ...) share one more port, the first free one
-of `rpc server dynamic port range` (49152 and up). `rpc_ports()` reads the actual
+of `rpc server dynamic port range`, moved below the ephemeral range too (24153-24299) for
+the same reason: Samba gives up when that first port is held by a socket in TIME_WAIT.
+`rpc_ports()` reads the actual
 ports from Samba's endpoint mapper. Nothing is written outside `directory`: pid files, sockets
 and logs included.
 
@@ -124,6 +126,7 @@ class SambaDC:
             "bind interfaces only": "yes",
             "server services": ", ".join(self.services),
             "rpc server port": str(RPC_SERVER_PORT),
+            "rpc server dynamic port range": f"{RPC_SERVER_PORT + 1}-{RPC_SERVER_PORT + 147}",
             # Everything Samba would otherwise put under /run/samba and /var/log/samba.
             "pid directory": str(run),
             "ncalrpc dir": str(run / "ncalrpc"),
