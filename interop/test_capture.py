@@ -149,13 +149,17 @@ def test_http_view_shows_both_channels_and_the_pdus_next_to_the_heads(gateway, c
 
 
 def test_body_view_dissects_every_pdu_type_in_the_http_bodies_and_on_the_legs(gateway, capture):
-    pcap, _, body_view = capture
+    pcap, http_view, body_view = capture
     rows = dissect(pcap, body_view)
     for port, where in ((gateway.http_port, "HTTP bodies"), (gateway.endpoint_port, "legs")):
         found = pdu_types(rows, port)
         assert found >= {RTS, BIND, BIND_ACK, REQUEST, RESPONSE}, (where, found, infos(rows, port))
     text = infos(rows, gateway.http_port)
-    assert "CONN/B1" in text and "CONN/C2" in text, text
+    assert "CONN/B1" in text, text
+    # CONN/C2 may share the TCP segment of the OUT response head (the proxy writes what is
+    # ready in one go), and is then dissected in the HTTP view instead: one of the two has it.
+    both = text + " | " + infos(dissect(pcap, http_view), gateway.http_port)
+    assert "CONN/C2" in both, both
     text = infos(rows, gateway.endpoint_port)
     for pdu in ("CONN/A2", "CONN/B2", "CONN/B3", "CONN/C1"):
         assert pdu in text, (pdu, text)
