@@ -130,6 +130,9 @@ pub struct ClientOptions {
     /// Connect to these addresses instead of resolving the proxy's host name (`ping
     /// --resolve`); the name is still used for TLS and the Host header.
     pub addresses: Option<Vec<std::net::SocketAddr>>,
+    /// Test and diagnostic option: never send FlowControlAck for the OUT channel, the way
+    /// Samba's client behaves (the outbound proxy must then treat our window as advisory).
+    pub never_acknowledge: bool,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -139,6 +142,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("out_proxy", &self.out_proxy)
             .field("receive_window", &self.receive_window)
             .field("timeout", &self.timeout)
+            .field("never_acknowledge", &self.never_acknowledge)
             .finish()
     }
 }
@@ -155,6 +159,7 @@ impl Default for ClientOptions {
             out_recycle_proxies: Vec::new(),
             auth: None,
             addresses: None,
+            never_acknowledge: false,
         }
     }
 }
@@ -447,6 +452,7 @@ pub async fn open(
     };
     let (in_id, out_id) = (ChannelId(1), ChannelId(2));
     let mut vc = ClientVc::new(config, in_id, out_id);
+    vc.set_never_acknowledge(options.never_acknowledge);
     let now = Instant::now();
 
     let in_auth = authorize(&mut in_stream, "RPC_IN_DATA", proxy, target, options).await?;

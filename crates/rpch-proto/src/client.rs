@@ -185,6 +185,9 @@ pub struct ClientVc {
     /// so a newer one replaces an unsent older one; near the end of an IN request it waits for
     /// the successor instead of eating the room recycling needs.
     pending_ack: Option<Bytes>,
+    /// Behave like Samba's client: never acknowledge OUT data, never hold the outbound proxy
+    /// to our window (see [`ClientVc::set_never_acknowledge`]).
+    never_acknowledge: bool,
 }
 
 const OUT: &str = "OUT channel";
@@ -231,6 +234,7 @@ impl ClientVc {
             recycles: (0, 0),
             cookie_seq: 0,
             pending_ack: None,
+            never_acknowledge: false,
         }
     }
 
@@ -444,7 +448,9 @@ impl ClientVc {
             if self.state != ClientState::Opened {
                 return Err(self.unexpected("CONN/A3 or CONN/C2", "an RPC PDU".into()));
             }
-            self.from_out.on_received(pdu.len(), OUT)?;
+            if !self.never_acknowledge {
+                self.from_out.on_received(pdu.len(), OUT)?;
+            }
             self.received.push_back(pdu);
             return Ok(());
         }
@@ -614,6 +620,9 @@ impl ClientVc {
     /// acknowledgement to the outbound proxy on the IN channel.
     pub fn poll_received(&mut self) -> Option<Bytes> {
         let pdu = self.received.pop_front()?;
+        if self.never_acknowledge {
+            return Some(pdu);
+        }
         if let Some(ack) = self.from_out.on_consumed(pdu.len(), self.out_cookie) {
             self.pending_ack = Some(
                 build::flow_control_ack_with_destination(ForwardDestination::OutProxy, ack)
@@ -621,6 +630,13 @@ impl ClientVc {
             );
         }
         Some(pdu)
+    }
+
+    /// Test and diagnostic mode: never send FlowControlAck for the OUT channel and accept
+    /// whatever the outbound proxy sends, as Samba's client does (MS-RPCH notes 4.4). The
+    /// outbound proxy then treats our window as advisory after its grace period.
+    pub fn set_never_acknowledge(&mut self, on: bool) {
+        self.never_acknowledge = on;
     }
 
     /// Whether a received RPC PDU is waiting for [`ClientVc::poll_received`].

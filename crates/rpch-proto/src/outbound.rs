@@ -681,7 +681,7 @@ impl OutboundProxy {
         let stall = self
             .current
             .stalled_since
-            .filter(|_| !self.current.advisory)
+            .filter(|_| !self.current.advisory && self.current.window.acks_seen() == 0)
             .map(|t| t + NO_ACK_GRACE);
         ping.into_iter().chain(stall).min()
     }
@@ -691,8 +691,18 @@ impl OutboundProxy {
         if self.state != OutboundState::Opened {
             return;
         }
-        if self.current.stalled_since.is_some() && !self.has_transmit_to_client(self.current.id) {
+        // A shell polls only when `has_transmit_to_client` says so, which a full window never
+        // does: the stall is noticed here, on the first timeout or input after it.
+        let blocked_by_window = self.current.head_sent
+            && self
+                .rpc_to_client
+                .front_len()
+                .is_some_and(|len| !self.current.can_send(len));
+        if blocked_by_window {
             self.note_stall(now);
+        } else {
+            // The grace runs over one continuous stall.
+            self.current.stalled_since = None;
         }
         let Some(last) = self.last_client_write else {
             return;

@@ -75,6 +75,9 @@ pub struct ProxyStats {
     pub in_r1: AtomicU64,
     pub out_r2: AtomicU64,
     pub out_r1: AtomicU64,
+    /// OUT channels whose client never acknowledged a full window: its window became advisory
+    /// (Samba's client; see docs/flow-control.md).
+    pub out_window_advisory: AtomicU64,
 }
 
 /// The proxy: settings, the live allow-list and counters.

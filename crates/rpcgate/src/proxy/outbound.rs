@@ -312,10 +312,16 @@ impl Channel {
                             info!("OUT channel recycled on this proxy (OUT_R2)");
                         }
                         OutboundEvent::Finished => finished = true,
-                        OutboundEvent::WindowAdvisory => info!(
-                            "the client never acknowledges (as Samba's does not): its window is \
-                         advisory from now on, TCP back-pressure bounds what is buffered"
-                        ),
+                        OutboundEvent::WindowAdvisory => {
+                            proxy
+                                .stats
+                                .out_window_advisory
+                                .fetch_add(1, Ordering::Relaxed);
+                            info!(
+                                "the client never acknowledges (as Samba's does not): its window \
+                                 is advisory from now on, TCP back-pressure bounds what is buffered"
+                            );
+                        }
                         OutboundEvent::ConnectRequested { .. } => {}
                     }
                 }
