@@ -17,6 +17,8 @@ The proxy listeners are anonymous loopback ones: impacket's HTTP layer sends Bas
 throwaway credentials, which the proxy ignores; the RPC-level NTLM is what Samba checks.
 """
 
+import json
+import subprocess
 import time
 from struct import unpack
 
@@ -268,3 +270,27 @@ def test_wrong_password_is_refused_alike(samba_dc, samba_gateway, way):
     while wrong_password_audits(samba_dc) == audits and time.monotonic() < deadline:
         time.sleep(0.05)
     assert wrong_password_audits(samba_dc) == audits + 1
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["https", "http"])
+def test_rpcgate_ping_reaches_the_dc_through_rpcgate(samba_gateway, samba_dc, rpcgate_binary, tls):
+    """`rpcgate ping` walks the whole path to the DC's samr port and calls the DCE management
+    interface there (Samba serves it on the same port); -E checks the proxy alone."""
+    endpoint = samba_gateway.published[samba_dc.ports["samr"]]
+    base = samba_gateway.proxy_url(tls).rsplit("/rpc/", 1)[0]
+    tls_args = ["--ca", str(samba_gateway.state_dir / "cert.pem")] if tls else []
+    run = subprocess.run(
+        [str(rpcgate_binary), "ping", base, "-e", f"localhost:{endpoint}", "--json", *tls_args],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    stages = {stage["stage"]: stage for stage in report["stages"]}
+    assert stages["call"]["status"] == "ok", report
+    # The interfaces Samba lists on its samr port include samr itself.
+    assert "12345778-1234-abcd-ef00-0123456789ac" in run.stdout.lower(), run.stdout
+    proxy_only = subprocess.run(
+        [str(rpcgate_binary), "ping", base, "-E", *tls_args],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proxy_only.returncode == 0, proxy_only.stdout + proxy_only.stderr

@@ -469,7 +469,7 @@ impl OutboundProxy {
                         }
                     }
                     // The inbound proxy's acknowledgement for the client: pass it on.
-                    ForwardDestination::Client => self.to_client_rts(pdu, true),
+                    ForwardDestination::Client => self.queue_for_client(pdu, true),
                     _ => {
                         return Err(ProtocolError::Unexpected {
                             channel: SERVER_CHANNEL,
@@ -505,7 +505,7 @@ impl OutboundProxy {
             (OutboundState::Opened | OutboundState::AwaitA11, _, _)
                 if rts.destination() == Some(ForwardDestination::Client) =>
             {
-                self.to_client_rts(pdu, false);
+                self.queue_for_client(pdu, false);
                 Ok(())
             }
             _ => Err(ProtocolError::Unexpected {
@@ -521,7 +521,7 @@ impl OutboundProxy {
     /// what it sends against the successor channel, so it goes there; a flow-control ack
     /// replaces one still queued (acks are cumulative), so acks cannot pile up in a channel
     /// that waits for the client.
-    fn to_client_rts(&mut self, pdu: Bytes, is_ack: bool) {
+    fn queue_for_client(&mut self, pdu: Bytes, is_ack: bool) {
         let channel = match self.r2.as_mut() {
             Some(r2) if r2.b1_seen => &mut r2.successor,
             _ => &mut self.current,
