@@ -19,9 +19,10 @@ use rpch_proto::inbound::{ChannelId, InboundConfig, InboundEvent, InboundProxy, 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::registry::{ClientRead, ClientWrite, Direction, Orphan, Successor};
+use super::channel_start::{Started, connect_target, start};
+use super::registry::{ClientRead, ClientWrite, Direction, Orphan};
 use super::{Proxy, client_address};
-use crate::connect::{connect, tune_socket};
+use crate::connect::tune_socket;
 use crate::framed::{PduReader, ReadError, finish_writer, spawn_writer};
 use crate::http::{RequestHead, Target, response};
 
@@ -55,55 +56,20 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let span = info_span!("in", target = %target, vc = tracing::field::Empty);
-    let settings = proxy.settings.clone();
     async move {
-        let (client_r, client_w) = tokio::io::split(stream);
         let body_length = head.content_length.unwrap_or(0);
-        let client_r: ClientRead = Box::new(client_r);
-        let mut client_w: ClientWrite = Box::new(client_w);
-        let mut reader = PduReader::new(client_r, leftover).with_body_length(body_length);
-        let first = match tokio::time::timeout(settings.handshake_timeout, reader.next()).await {
-            Ok(Ok(Some(pdu))) => pdu,
-            Ok(Ok(None)) => return info!("IN channel closed before its first PDU"),
-            Ok(Err(e)) => return warn!("IN channel: {e}"),
-            Err(_) => {
-                return warn!(
-                    "IN channel: no first PDU within {:?}",
-                    settings.handshake_timeout
-                );
-            }
-        };
-        // IN_R2: a successor for a virtual connection whose IN side runs here.
-        if let Some(vc) = recycled_vc(&first) {
-            let (read, leftover) = reader.into_parts();
-            let successor = Successor {
-                read,
-                write: client_w,
-                leftover,
-                first,
-                body_length,
-                conn_id,
-            };
-            match proxy.channels.hand_over(vc, Direction::In, successor) {
-                Ok(()) => {
-                    tracing::Span::current().record("vc", tracing::field::display(vc));
-                    info!("IN channel successor handed to its predecessor on this proxy (IN_R2)");
-                    return;
-                }
-                Err(back) => {
-                    // IN_R1: the predecessor is on another proxy; run as a fresh channel.
-                    reader = PduReader::new(back.read, back.leftover)
-                        .with_body_length(back.body_length.saturating_sub(back.first.len() as u64));
-                    client_w = back.write;
-                    let first = back.first;
-                    proxy.stats.in_channels.fetch_add(1, Ordering::Relaxed);
-                    serve_channel(proxy, reader, client_w, first, target, peer, conn_id).await;
-                    return;
-                }
-            }
+        if let Some(started) = start(
+            &proxy,
+            stream,
+            leftover,
+            body_length,
+            Direction::In,
+            conn_id,
+        )
+        .await
+        {
+            serve_channel(proxy, started, target, peer, conn_id).await;
         }
-        proxy.stats.in_channels.fetch_add(1, Ordering::Relaxed);
-        serve_channel(proxy, reader, client_w, first, target, peer, conn_id).await;
     }
     .instrument(span)
     .await;
@@ -111,44 +77,23 @@ pub async fn run<S>(
 
 /// Runs a successor that its predecessor's task could no longer take, as an IN_R1 successor.
 pub async fn run_orphan(proxy: Arc<Proxy>, orphan: Orphan) {
-    let successor = orphan.successor;
-    let remaining = successor
-        .body_length
-        .saturating_sub(successor.first.len() as u64);
-    let reader = PduReader::new(successor.read, successor.leftover).with_body_length(remaining);
-    serve_channel(
-        proxy,
-        reader,
-        successor.write,
-        successor.first,
-        orphan.target,
-        orphan.peer,
-        successor.conn_id,
-    )
-    .await;
-}
-
-/// The virtual connection of an IN_R1/A1 = IN_R2/A1 first PDU.
-fn recycled_vc(first: &[u8]) -> Option<rpch_proto::Cookie> {
-    use rpch_proto::rts::{RtsCommand as C, RtsPdu, flags};
-    let rts = RtsPdu::decode(first).ok()?;
-    match (rts.flags, rts.commands.as_slice()) {
-        (flags::RECYCLE_CHANNEL, [C::Version(_), C::Cookie(vc), C::Cookie(_), C::Cookie(_)]) => {
-            Some(*vc)
-        }
-        _ => None,
-    }
+    let conn_id = orphan.successor.conn_id;
+    let started = orphan.successor.into_started();
+    serve_channel(proxy, started, orphan.target, orphan.peer, conn_id).await;
 }
 
 async fn serve_channel(
     proxy: Arc<Proxy>,
-    reader: PduReader<ClientRead>,
-    mut client_w: ClientWrite,
-    first: bytes::Bytes,
+    started: Started,
     target: Target,
     peer: SocketAddr,
     conn_id: u64,
 ) {
+    let Started {
+        reader,
+        write: mut client_w,
+        first,
+    } = started;
     let settings = proxy.settings.clone();
     let first_channel = ChannelId(conn_id);
     let mut machine = InboundProxy::new(
@@ -175,26 +120,8 @@ async fn serve_channel(
     };
     tracing::Span::current().record("vc", tracing::field::display(vc));
 
-    if !proxy.check_target(&target) {
-        warn!("refused: {target} is not allowed by ValidPorts");
-        let _ = client_w
-            .write_all(&response::rpc_error(response::RPC_S_SERVER_UNAVAILABLE))
-            .await;
+    let Some(server) = connect_target(&proxy, &target, &mut client_w).await else {
         return;
-    }
-    let server = match connect(&target.host, target.port, settings.connect_timeout).await {
-        Ok(connected) => connected.stream,
-        Err(e) => {
-            proxy
-                .stats
-                .server_unreachable
-                .fetch_add(1, Ordering::Relaxed);
-            warn!("server unreachable: {e}");
-            let _ = client_w
-                .write_all(&response::rpc_error(response::RPC_S_SERVER_UNAVAILABLE))
-                .await;
-            return;
-        }
     };
     tune_socket(&server, Duration::from_millis(client_keepalive_ms.into()));
     let server_addr = server.peer_addr().ok();
@@ -323,11 +250,11 @@ async fn serve_channel(
                     continue;
                 }
                 info!(successor_conn = successor.conn_id, "IN channel successor attached (IN_R2)");
-                let remaining = successor.body_length.saturating_sub(successor.first.len() as u64);
+                let started = successor.into_started();
                 next = Some(ClientSide {
                     id,
-                    reader: PduReader::new(successor.read, successor.leftover).with_body_length(remaining),
-                    _write: successor.write,
+                    reader: started.reader,
+                    _write: started.write,
                 });
             }
             permit = server_tx.reserve(), if machine.has_transmit_to_server() => match permit {

@@ -6,6 +6,7 @@
 //! to [`outbound`], for the rest of its life. Both check the target against ValidPorts before
 //! resolving or connecting anything ([`Proxy::check_target`]): never an open relay.
 
+mod channel_start;
 pub mod forwarded;
 pub mod http_conn;
 pub mod inbound;

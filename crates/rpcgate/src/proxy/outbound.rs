@@ -23,8 +23,9 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::Proxy;
-use super::registry::{ClientRead, ClientWrite, Direction, Orphan, Successor};
-use crate::connect::{TCP_KEEPALIVE_IDLE, connect, tune_socket};
+use super::channel_start::{Started, connect_target, start};
+use super::registry::{ClientRead, Direction, Orphan};
+use crate::connect::{TCP_KEEPALIVE_IDLE, tune_socket};
 use crate::framed::{PduReader, WriterTx, finish_writer, spawn_writer};
 use crate::http::{RequestHead, Target, response};
 
@@ -94,62 +95,25 @@ pub async fn run<S>(
             .min_conn_timeout_secs()
             .map(|secs| secs.clamp(120, 14_400) * 1000)
             .unwrap_or(settings.connection_timeout_ms);
-        let (client_r, client_w) = tokio::io::split(stream);
-        let client_r: ClientRead = Box::new(client_r);
-        let mut client_w: ClientWrite = Box::new(client_w);
         let body_length = head.content_length.unwrap_or(0);
-        let mut reader = PduReader::new(client_r, leftover).with_body_length(body_length);
-        let first = match tokio::time::timeout(settings.handshake_timeout, reader.next()).await {
-            Ok(Ok(Some(pdu))) => pdu,
-            Ok(Ok(None)) => return info!("OUT channel closed before its first PDU"),
-            Ok(Err(e)) => return warn!("OUT channel: {e}"),
-            Err(_) => {
-                return warn!(
-                    "OUT channel: no first PDU within {:?}",
-                    settings.handshake_timeout
-                );
-            }
-        };
-        if let Some(vc) = recycled_vc(&first) {
-            let (read, leftover) = reader.into_parts();
-            let successor = Successor {
-                read,
-                write: client_w,
-                leftover,
-                first,
-                body_length,
+        if let Some(started) = start(
+            &proxy,
+            stream,
+            leftover,
+            body_length,
+            Direction::Out,
+            conn_id,
+        )
+        .await
+        {
+            let channel = Channel {
+                proxy,
+                connection_timeout_ms,
+                target,
                 conn_id,
             };
-            match proxy.channels.hand_over(vc, Direction::Out, successor) {
-                Ok(()) => {
-                    tracing::Span::current().record("vc", tracing::field::display(vc));
-                    info!("OUT channel successor handed to its predecessor on this proxy (OUT_R2)");
-                    return;
-                }
-                Err(back) => {
-                    reader = PduReader::new(back.read, back.leftover)
-                        .with_body_length(back.body_length.saturating_sub(back.first.len() as u64));
-                    client_w = back.write;
-                    proxy.stats.out_channels.fetch_add(1, Ordering::Relaxed);
-                    let channel = Channel {
-                        proxy,
-                        connection_timeout_ms,
-                        target,
-                        conn_id,
-                    };
-                    channel.serve(reader, client_w, back.first).await;
-                    return;
-                }
-            }
+            channel.serve(started).await;
         }
-        proxy.stats.out_channels.fetch_add(1, Ordering::Relaxed);
-        let channel = Channel {
-            proxy,
-            connection_timeout_ms,
-            target,
-            conn_id,
-        };
-        channel.serve(reader, client_w, first).await;
     }
     .instrument(span)
     .await;
@@ -157,39 +121,13 @@ pub async fn run<S>(
 
 /// Runs a successor that its predecessor's task could no longer take, as an OUT_R1 successor.
 pub async fn run_orphan(proxy: Arc<Proxy>, orphan: Orphan) {
-    let successor = orphan.successor;
-    let remaining = successor
-        .body_length
-        .saturating_sub(successor.first.len() as u64);
-    let reader = PduReader::new(successor.read, successor.leftover).with_body_length(remaining);
     let channel = Channel {
         connection_timeout_ms: proxy.settings.connection_timeout_ms,
         proxy,
         target: orphan.target,
-        conn_id: successor.conn_id,
+        conn_id: orphan.successor.conn_id,
     };
-    channel
-        .serve(reader, successor.write, successor.first)
-        .await;
-}
-
-/// The virtual connection of an OUT_R1/A3 = OUT_R2/A3 first PDU.
-fn recycled_vc(first: &[u8]) -> Option<rpch_proto::Cookie> {
-    use rpch_proto::rts::{RtsCommand as C, RtsPdu, flags};
-    let rts = RtsPdu::decode(first).ok()?;
-    match (rts.flags, rts.commands.as_slice()) {
-        (
-            flags::RECYCLE_CHANNEL,
-            [
-                C::Version(_),
-                C::Cookie(vc),
-                C::Cookie(_),
-                C::Cookie(_),
-                C::ReceiveWindowSize(_),
-            ],
-        ) => Some(*vc),
-        _ => None,
-    }
+    channel.serve(orphan.successor.into_started()).await;
 }
 
 struct Channel {
@@ -200,7 +138,12 @@ struct Channel {
 }
 
 impl Channel {
-    async fn serve(self, reader: PduReader<ClientRead>, mut client_w: ClientWrite, first: Bytes) {
+    async fn serve(self, started: Started) {
+        let Started {
+            reader,
+            write: mut client_w,
+            first,
+        } = started;
         let Channel {
             proxy,
             connection_timeout_ms,
@@ -229,26 +172,8 @@ impl Channel {
         };
         tracing::Span::current().record("vc", tracing::field::display(vc));
 
-        if !proxy.check_target(&target) {
-            warn!("refused: {target} is not allowed by ValidPorts");
-            let _ = client_w
-                .write_all(&response::rpc_error(response::RPC_S_SERVER_UNAVAILABLE))
-                .await;
+        let Some(server) = connect_target(&proxy, &target, &mut client_w).await else {
             return;
-        }
-        let server = match connect(&target.host, target.port, settings.connect_timeout).await {
-            Ok(connected) => connected.stream,
-            Err(e) => {
-                proxy
-                    .stats
-                    .server_unreachable
-                    .fetch_add(1, Ordering::Relaxed);
-                warn!("server unreachable: {e}");
-                let _ = client_w
-                    .write_all(&response::rpc_error(response::RPC_S_SERVER_UNAVAILABLE))
-                    .await;
-                return;
-            }
         };
         tune_socket(&server, TCP_KEEPALIVE_IDLE);
         let server_addr = server.peer_addr().ok();
@@ -439,10 +364,10 @@ impl Channel {
                         continue;
                     }
                     info!(successor_conn = successor.conn_id, "OUT channel successor attached (OUT_R2)");
-                    let remaining = successor.body_length.saturating_sub(successor.first.len() as u64);
-                    let (writer, task) = spawn_writer(successor.write);
+                    let started = successor.into_started();
+                    let (writer, task) = spawn_writer(started.write);
                     sides.insert(id, ClientSide {
-                        reader: PduReader::new(successor.read, successor.leftover).with_body_length(remaining),
+                        reader: started.reader,
                         writer,
                         task,
                         sent: 0,
