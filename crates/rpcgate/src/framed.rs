@@ -157,15 +157,18 @@ pub type WriterTx = mpsc::Sender<Bytes>;
 /// Number of queued writes per writer; each is at most one PDU (64 KiB) or an HTTP head.
 pub const WRITER_QUEUE: usize = 32;
 
+/// A writer task: bytes written, or the write error; `None` when its scope shut it down.
+pub type WriterTask = JoinHandle<Option<std::io::Result<u64>>>;
+
 /// Spawns a task that writes everything sent to the returned sender, in order, then shuts the
 /// stream down when the sender is dropped. The task ends early on a write error; senders then
-/// see a closed channel.
-pub fn spawn_writer<W>(mut writer: W) -> (WriterTx, JoinHandle<std::io::Result<u64>>)
+/// see a closed channel. It belongs to the calling task's scope ([`crate::tasks`]).
+pub fn spawn_writer<W>(mut writer: W) -> (WriterTx, WriterTask)
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITER_QUEUE);
-    let task = tokio::spawn(async move {
+    let task = crate::tasks::spawn(async move {
         let mut written = 0u64;
         let mut batch = BytesMut::with_capacity(WRITE_BUFFER);
         while let Some(first) = rx.recv().await {
@@ -202,10 +205,10 @@ pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// Waits for a writer whose sender was dropped to drain and close, at most [`DRAIN_TIMEOUT`]
 /// (a peer that stopped reading must not keep the task alive); aborts it after that.
-pub async fn finish_writer(task: JoinHandle<std::io::Result<u64>>) {
+pub async fn finish_writer(task: WriterTask) {
     let abort = task.abort_handle();
     match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
-        Ok(Ok(Err(e))) => tracing::debug!("writer ended with {e}"),
+        Ok(Ok(Some(Err(e)))) => tracing::debug!("writer ended with {e}"),
         Ok(_) => {}
         Err(_) => abort.abort(),
     }
@@ -276,7 +279,7 @@ mod tests {
             tx.send(Bytes::from(vec![i; 1000])).await.unwrap();
         }
         drop(tx);
-        assert_eq!(task.await.unwrap().unwrap(), 100_000);
+        assert_eq!(task.await.unwrap().unwrap().unwrap(), 100_000);
         let mut all = Vec::new();
         b.read_to_end(&mut all).await.unwrap();
         assert_eq!(all.len(), 100_000);

@@ -16,6 +16,7 @@ use tracing::info;
 
 use crate::endpoint::{Backend, Endpoint, EndpointSettings};
 use crate::proxy::{ListenerAccess, ListenerPolicy, Proxy, ProxySettings};
+use crate::tasks::TaskScope;
 use crate::valid_ports::ValidPorts;
 
 /// Where an endpoint's backend is.
@@ -81,7 +82,7 @@ pub enum StartError {
     NoDemo,
 }
 
-/// A started gateway; dropping it stops every task.
+/// A started gateway; [`RunningGateway::shutdown`] stops it with every connection.
 #[derive(Debug)]
 pub struct RunningGateway {
     pub proxy: Arc<Proxy>,
@@ -91,6 +92,9 @@ pub struct RunningGateway {
     /// Bound endpoint addresses, per endpoint in spec order.
     pub endpoint_addrs: Vec<Vec<SocketAddr>>,
     pub demo_addr: Option<SocketAddr>,
+    /// The demo service's tasks (its listener and connections).
+    demo_tasks: TaskScope,
+    /// The listeners' accept loops.
     tasks: JoinSet<()>,
 }
 
@@ -114,6 +118,19 @@ impl RunningGateway {
     /// Waits until a task ends (they normally never do).
     pub async fn wait(&mut self) {
         let _ = self.tasks.join_next().await;
+    }
+
+    /// Stops everything: the proxy first (clients see their channels close), then the
+    /// endpoints, then the demo service. Returns whether every task ended in time.
+    pub async fn shutdown(mut self) -> bool {
+        let mut clean = self.proxy.shutdown().await;
+        for endpoint in &self.endpoints {
+            clean &= endpoint.shutdown().await;
+        }
+        clean &= self.demo_tasks.shutdown(crate::proxy::SHUTDOWN_WAIT).await;
+        // The accept loops have returned; reap them.
+        while self.tasks.join_next().await.is_some() {}
+        clean
     }
 }
 
@@ -171,14 +188,16 @@ fn describe_access(access: &ListenerAccess) -> String {
 /// Binds everything in `spec` and spawns the tasks.
 pub async fn start(spec: GatewaySpec) -> Result<RunningGateway, StartError> {
     let mut tasks = JoinSet::new();
+    let demo_tasks = TaskScope::new();
 
     let demo_addr = match spec.demo {
         Some(address) => {
             let listener = bind(address, "demo service").await?;
             let bound = listener.local_addr().unwrap_or(address);
             info!(address = %bound, "demo RPC service listening (ncacn_ip_tcp: mgmt, rpcecho)");
+            let serving = demo_tasks.run(crate::demo::serve(listener));
             tasks.spawn(async move {
-                if let Err(e) = crate::demo::serve(listener).await {
+                if let Some(Err(e)) = serving.await {
                     tracing::error!("demo service stopped: {e}");
                 }
             });
@@ -263,6 +282,7 @@ pub async fn start(spec: GatewaySpec) -> Result<RunningGateway, StartError> {
         proxy_addrs,
         endpoint_addrs,
         demo_addr,
+        demo_tasks,
         tasks,
     })
 }

@@ -18,6 +18,7 @@
 //! - [`framed`]: PDU framing over byte streams and writer tasks.
 //! - [`connect`]: outgoing TCP with happy eyeballs over every address of a name.
 //! - [`ids`]: connection ids for logs.
+//! - [`tasks`]: task scopes, so that a component can be shut down with every task it spawned.
 //! - [`user_admin`]: `rpcgate user add|remove|list`.
 pub mod auth;
 pub mod client_auth;
@@ -35,6 +36,7 @@ pub mod proxy;
 pub mod rpc_client;
 pub mod rpch_client;
 pub mod serve;
+pub mod tasks;
 pub mod tls;
 pub mod user_admin;
 pub mod valid_ports;

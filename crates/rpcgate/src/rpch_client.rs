@@ -606,7 +606,7 @@ pub struct TransportStats {
     pub pings_received: std::sync::atomic::AtomicU64,
 }
 
-type Writer = (WriterTx, tokio::task::JoinHandle<std::io::Result<u64>>);
+type Writer = (WriterTx, crate::framed::WriterTask);
 
 /// The task that runs an open virtual connection.
 struct Driver {

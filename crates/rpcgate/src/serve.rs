@@ -251,6 +251,17 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(task) = configurator {
         task.abort();
     }
+    let channels = gateway
+        .proxy
+        .stats
+        .channels_active
+        .load(std::sync::atomic::Ordering::Relaxed);
+    info!(channels, "closing every connection");
+    if gateway.shutdown().await {
+        info!("stopped");
+    } else {
+        warn!("stopped; some connections did not close in time");
+    }
     Ok(())
 }
 

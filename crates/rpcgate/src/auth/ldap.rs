@@ -115,7 +115,7 @@ async fn bind_and_search(config: &LdapConfig, user: &str, password: &str) -> Lda
         Ok(pair) => pair,
         Err(e) => return LdapOutcome::Unavailable(format!("cannot reach {}: {e}", config.url)),
     };
-    tokio::spawn(async move {
+    crate::tasks::spawn(async move {
         if let Err(e) = conn.drive().await {
             tracing::debug!("LDAP connection ended: {e}");
         }

@@ -68,7 +68,8 @@ impl Default for Limits {
     }
 }
 
-/// Serves the demo interfaces on `listener` with default [`Limits`] until the task is dropped.
+/// Serves the demo interfaces on `listener` with default [`Limits`] until the task is dropped
+/// (its connections live on) or the task scope it runs in shuts down (they end too).
 pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
     serve_with(listener, Limits::default()).await
 }
@@ -97,7 +98,9 @@ pub async fn serve_with(listener: TcpListener, limits: Limits) -> std::io::Resul
         let span = info_span!("demo", conn, %peer);
         let shared = shared.clone();
         let limits = limits.clone();
-        tokio::spawn(
+        // In the caller's task scope, if any: the gateway (and tests) stop the service with
+        // every connection by shutting that scope down.
+        crate::tasks::spawn(
             async move {
                 let _slot = slot;
                 match run_connection(stream, shared, limits).await {

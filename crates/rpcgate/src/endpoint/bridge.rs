@@ -20,13 +20,12 @@ use rpch_proto::server::{Dest, Leg, LegId, ServerConfig, ServerEvent, ServerVc};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Endpoint;
 use super::pairing::LegConn;
 use crate::connect::{TCP_KEEPALIVE_IDLE, connect, tune_socket};
-use crate::framed::{PduReader, ReadError, WriterTx, finish_writer, spawn_writer};
+use crate::framed::{PduReader, ReadError, WriterTask, WriterTx, finish_writer, spawn_writer};
 
 /// Drives the virtual connection whose first leg is `first`.
 pub async fn drive(
@@ -142,7 +141,7 @@ struct Bridge {
     vc: Cookie,
     /// Readers: IN, IN successor, OUT, OUT successor, and the retired IN and OUT legs.
     slots: [Slot; 6],
-    writers: HashMap<LegId, (WriterTx, JoinHandle<std::io::Result<u64>>)>,
+    writers: HashMap<LegId, (WriterTx, WriterTask)>,
     /// Legs retired by recycling, with the time by which their proxy must have closed them.
     /// They stay open until then: an outbound proxy draining its old channel still needs
     /// the client's acknowledgements, which we forward to it.
@@ -150,7 +149,7 @@ struct Bridge {
     retire_grace: std::time::Duration,
     backend_reader: PduReader<OwnedReadHalf>,
     backend_tx: WriterTx,
-    backend_task: JoinHandle<std::io::Result<u64>>,
+    backend_task: WriterTask,
 }
 
 const IN: usize = 0;
@@ -280,7 +279,7 @@ impl Bridge {
         self.closing.retain(|(c, _)| *c != id);
         if let Some((tx, task)) = self.writers.remove(&id) {
             drop(tx);
-            tokio::spawn(finish_writer(task));
+            crate::tasks::spawn(finish_writer(task));
         }
         if let Some(slot) = self.slot_of(id).and_then(|i| self.slots.get_mut(i)) {
             *slot = None;
@@ -307,7 +306,7 @@ impl Bridge {
                         self.closing.retain(|(c, _)| *c != older);
                         if let Some((tx, task)) = self.writers.remove(&older) {
                             drop(tx);
-                            tokio::spawn(finish_writer(task));
+                            crate::tasks::spawn(finish_writer(task));
                         }
                     }
                     *old = reader;
@@ -445,7 +444,7 @@ impl Bridge {
     /// Lets each writer drain what it was given, then closes every socket.
     async fn shutdown(self) {
         drop(self.backend_tx);
-        let mut tasks: Vec<JoinHandle<std::io::Result<u64>>> = vec![self.backend_task];
+        let mut tasks: Vec<WriterTask> = vec![self.backend_task];
         for (_, (tx, task)) in self.writers {
             drop(tx);
             tasks.push(task);

@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::connect::{TCP_KEEPALIVE_IDLE, tune_socket};
 use crate::framed::PduReader;
 use crate::ids::next_conn_id;
+use crate::tasks::TaskScope;
 use pairing::{Arrival, LegConn, PairingTable};
 
 /// Where an endpoint forwards RPC traffic.
@@ -75,6 +76,8 @@ pub struct Endpoint {
     pub settings: EndpointSettings,
     pub table: PairingTable,
     pub stats: EndpointStats,
+    /// Every task of this endpoint: listeners, legs, virtual connections and their writers.
+    pub tasks: TaskScope,
 }
 
 impl Endpoint {
@@ -83,18 +86,31 @@ impl Endpoint {
             settings,
             table: PairingTable::default(),
             stats: EndpointStats::default(),
+            tasks: TaskScope::new(),
         })
+    }
+
+    /// Stops the endpoint: its listeners stop accepting and every leg and backend connection
+    /// is closed at once. Returns when the last task has ended, or after
+    /// [`crate::proxy::SHUTDOWN_WAIT`] with `false`.
+    pub async fn shutdown(&self) -> bool {
+        self.tasks.shutdown(crate::proxy::SHUTDOWN_WAIT).await
     }
 }
 
-/// Accepts legs on `listener` until the task is dropped.
+/// Accepts legs on `listener` until the endpoint shuts down ([`Endpoint::shutdown`]).
 pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
     let local = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let _counted = endpoint.tasks.enter();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            () = endpoint.tasks.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -106,7 +122,9 @@ pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
         let conn_id = next_conn_id();
         endpoint.stats.legs_accepted.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("leg", conn = conn_id, peer = %peer);
-        tokio::spawn(handle_leg(endpoint.clone(), stream, peer, conn_id).instrument(span));
+        endpoint
+            .tasks
+            .spawn(handle_leg(endpoint.clone(), stream, peer, conn_id).instrument(span));
     }
 }
 

@@ -25,7 +25,12 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::connect::{TCP_KEEPALIVE_IDLE, tune_socket};
 use crate::http::Target;
 use crate::ids::next_conn_id;
+use crate::tasks::TaskScope;
 use crate::valid_ports::ValidPorts;
+
+/// How long [`Proxy::shutdown`] (and the endpoint's) waits for cancelled tasks to end; they
+/// end at their next poll, so this is only a bound against a bug.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// Settings shared by every listener of the proxy.
 #[derive(Debug, Clone)]
@@ -91,6 +96,8 @@ pub struct Proxy {
     connections: Arc<tokio::sync::Semaphore>,
     /// Channels running here, for recycling on the same instance (R2).
     pub channels: registry::ChannelTable,
+    /// Every task of this proxy: listeners, connections, channels and their writers.
+    pub tasks: TaskScope,
 }
 
 /// Per-listener policy.
@@ -138,8 +145,16 @@ impl Proxy {
             valid_ports: RwLock::new(Arc::new(valid_ports)),
             stats: ProxyStats::default(),
             channels: registry::ChannelTable::default(),
+            tasks: TaskScope::new(),
             settings,
         })
+    }
+
+    /// Stops the proxy: its listeners stop accepting, and every connection and channel is
+    /// closed at once (peers see the sockets close, as if the process had died). Returns when
+    /// the last task has ended, or after [`SHUTDOWN_WAIT`] with `false`.
+    pub async fn shutdown(&self) -> bool {
+        self.tasks.shutdown(SHUTDOWN_WAIT).await
     }
 
     /// The allow-list in force now.
@@ -174,7 +189,7 @@ impl Proxy {
     }
 }
 
-/// Serves HTTP(S) on `listener` until the task is dropped: anonymous clients if the policy
+/// Serves HTTP(S) on `listener` until the proxy shuts down: anonymous clients if the policy
 /// allows them, nobody otherwise. [`serve_with_access`] adds authentication.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPolicy) {
     // The first listener runs successors orphaned by the recycling race (see registry).
@@ -183,19 +198,20 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPol
         Err(poisoned) => poisoned.into_inner().take(),
     };
     if let Some(mut orphans) = orphans {
+        let scope = proxy.tasks.clone();
         let proxy = proxy.clone();
-        tokio::spawn(async move {
+        scope.spawn(async move {
             while let Some(orphan) = orphans.recv().await {
                 let span = info_span!("orphan", conn = orphan.successor.conn_id);
-                let task = match orphan.direction {
+                let tasks = &proxy.tasks;
+                match orphan.direction {
                     registry::Direction::In => {
-                        tokio::spawn(inbound::run_orphan(proxy.clone(), orphan).instrument(span))
+                        tasks.spawn(inbound::run_orphan(proxy.clone(), orphan).instrument(span))
                     }
                     registry::Direction::Out => {
-                        tokio::spawn(outbound::run_orphan(proxy.clone(), orphan).instrument(span))
+                        tasks.spawn(outbound::run_orphan(proxy.clone(), orphan).instrument(span))
                     }
                 };
-                drop(task);
             }
         });
     }
@@ -203,7 +219,8 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPol
     serve_with_access(listener, proxy, policy, access).await;
 }
 
-/// Serves HTTP(S) on `listener` with `access` deciding who is served.
+/// Serves HTTP(S) on `listener` with `access` deciding who is served, until the proxy shuts
+/// down ([`Proxy::shutdown`]).
 pub async fn serve_with_access(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -211,8 +228,13 @@ pub async fn serve_with_access(
     access: Arc<ListenerAccess>,
 ) {
     let local = listener.local_addr().ok();
+    let _counted = proxy.tasks.enter();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            () = proxy.tasks.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 warn!(listener = ?local, "accept failed: {e}");
@@ -242,7 +264,8 @@ pub async fn serve_with_access(
         let proxy = proxy.clone();
         let policy = policy.clone();
         let access = access.clone();
-        tokio::spawn(
+        let tasks = proxy.tasks.clone();
+        tasks.spawn(
             async move {
                 let _permit = permit;
                 match &policy.tls {

@@ -19,14 +19,13 @@ use rpch_proto::outbound::{
     ChannelId, OutboundConfig, OutboundEvent, OutboundProxy, OutboundState, ToClient,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::Proxy;
 use super::channel_start::{Started, connect_target, start};
 use super::registry::{ClientRead, Direction, Orphan};
 use crate::connect::{TCP_KEEPALIVE_IDLE, tune_socket};
-use crate::framed::{PduReader, WriterTx, finish_writer, spawn_writer};
+use crate::framed::{PduReader, WriterTask, WriterTx, finish_writer, spawn_writer};
 use crate::http::{RequestHead, Target, response};
 
 /// What reading a client OUT request can yield: body PDUs, then only its end.
@@ -40,7 +39,7 @@ enum ClientRead_ {
 struct ClientSide {
     reader: PduReader<ClientRead>,
     writer: WriterTx,
-    task: JoinHandle<std::io::Result<u64>>,
+    task: WriterTask,
     /// Response body bytes written (must stay within the announced Content-Length).
     sent: u64,
 }
@@ -231,7 +230,7 @@ impl Channel {
                             if let Some(side) = sides.remove(&id) {
                                 total_sent += side.sent;
                                 drop(side.writer);
-                                tokio::spawn(finish_writer(side.task));
+                                crate::tasks::spawn(finish_writer(side.task));
                             }
                             proxy.stats.out_r2.fetch_add(1, Ordering::Relaxed);
                             info!("OUT channel recycled on this proxy (OUT_R2)");
@@ -344,7 +343,7 @@ impl Channel {
                     ClientRead_::Closed | ClientRead_::Failed(_) => {
                         if let Some(side) = sides.remove(&id) {
                             drop(side.writer);
-                            tokio::spawn(finish_writer(side.task));
+                            crate::tasks::spawn(finish_writer(side.task));
                         }
                     }
                 },
