@@ -37,6 +37,15 @@ use tokio::sync::oneshot;
 /// once, and a closing writer gets at most `framed::DRAIN_TIMEOUT` (5 s) to drain.
 const TEARDOWN_DEADLINE: Duration = Duration::from_secs(8);
 
+/// The tests count the whole process's descriptors, so they run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serialized() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -345,6 +354,7 @@ fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
 #[test]
 fn a_dead_client_proxy_endpoint_or_backend_frees_every_resource_on_every_node() {
     init_logging();
+    let _serial = serialized();
     let mut gateway = Gateway::start();
     // Let the nodes settle (listener tasks polled once, runtime threads parked).
     std::thread::sleep(Duration::from_millis(200));
@@ -407,6 +417,7 @@ fn a_dead_client_proxy_endpoint_or_backend_frees_every_resource_on_every_node() 
 #[test]
 fn a_proxy_shutdown_closes_live_channels_and_leaves_no_task() {
     init_logging();
+    let _serial = serialized();
     let gateway = Gateway::start();
     let client = runtime();
     let failed = start_client(&client, &gateway);
@@ -423,4 +434,90 @@ fn a_proxy_shutdown_closes_live_channels_and_leaves_no_task() {
         .expect("the client notices")
         .unwrap();
     assert!(!error.is_empty());
+}
+
+/// A client that opens both channels and then goes silent (a frozen process, a NAT that
+/// dropped its state): nothing closes its sockets, so only the proxies' idle timeout can free
+/// the virtual connection, and it must, on every node.
+#[test]
+fn a_silent_client_is_dropped_after_the_idle_timeout_on_every_node() {
+    use rpch_proto::cookie::Cookie;
+    use rpch_proto::rts::build;
+    use std::io::Write;
+
+    init_logging();
+    let _serial = serialized();
+    let idle = Duration::from_secs(2);
+    let mut gateway = Gateway::start();
+    let valid = gateway.valid();
+    for (node, address) in [
+        (&mut gateway.proxy_in, gateway.in_addr),
+        (&mut gateway.proxy_out, gateway.out_addr),
+    ] {
+        let old = node.take().unwrap();
+        old.rt.block_on(old.handle.shutdown());
+        let rt = runtime();
+        let listener = rt.block_on(TcpListener::bind(address)).unwrap();
+        let mut settings = settings();
+        settings.idle_timeout = idle;
+        let proxy = Proxy::new(settings, valid_ports(&valid));
+        rt.spawn(rpcgate::proxy::serve(
+            listener,
+            proxy.clone(),
+            ListenerPolicy {
+                tls: None,
+                allow_anonymous: true,
+            },
+        ));
+        *node = Some(Node { rt, handle: proxy });
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let baseline = gateway.counts();
+
+    let vc = Cookie([7; 16]);
+    let target = gateway.valid();
+    let request = |verb: &str, length: u32| {
+        format!(
+            "{verb} /rpc/rpcproxy.dll?{target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Content-Length: {length}\r\nUser-Agent: MSRPC\r\n\r\n"
+        )
+    };
+    let mut out = std::net::TcpStream::connect(gateway.out_addr).unwrap();
+    out.write_all(request("RPC_OUT_DATA", 76).as_bytes())
+        .unwrap();
+    out.write_all(&build::conn_a1(vc, Cookie([8; 16]), 65_536).encode())
+        .unwrap();
+    let mut inn = std::net::TcpStream::connect(gateway.in_addr).unwrap();
+    inn.write_all(request("RPC_IN_DATA", 0x4000_0000).as_bytes())
+        .unwrap();
+    inn.write_all(
+        &build::conn_b1(vc, Cookie([9; 16]), 0x4000_0000, 300_000, Cookie([10; 16])).encode(),
+    )
+    .unwrap();
+    let opened = wait_until(Instant::now() + Duration::from_secs(5), || {
+        gateway.counts().vcs_active == 1
+    });
+    assert!(
+        opened,
+        "virtual connection not opened: {:?}",
+        gateway.counts()
+    );
+    let silent_since = Instant::now();
+
+    // The sockets stay open; nothing more is sent or read.
+    let freed = wait_until(silent_since + idle + Duration::from_secs(6), || {
+        gateway.tables_empty(Victim::Client)
+    });
+    let took = silent_since.elapsed();
+    assert!(freed, "still held after {took:?}: {:?}", gateway.counts());
+    assert!(
+        took >= idle - Duration::from_millis(500),
+        "freed before the idle timeout: {took:?}"
+    );
+    drop((out, inn));
+    let back = wait_until(Instant::now() + Duration::from_secs(8), || {
+        gateway.counts() == baseline
+    });
+    assert!(back, "before {baseline:?}\nafter  {:?}", gateway.counts());
+    eprintln!("silent client: freed on every node {took:?} after its last byte");
 }

@@ -98,13 +98,25 @@ impl Endpoint {
     }
 }
 
-/// Accepts legs on `listener` until the endpoint shuts down ([`Endpoint::shutdown`]).
-pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
+/// Accepts legs on `listener` until the endpoint shuts down ([`Endpoint::shutdown`]); counted
+/// as one of the endpoint's tasks from this call on, so that a shutdown right after it still
+/// waits for the port to close.
+pub fn serve(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let counted = endpoint.tasks.enter();
+    async move {
+        let _counted = counted;
+        accept_loop(listener, endpoint).await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, endpoint: Arc<Endpoint>) {
     let local = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let _counted = endpoint.tasks.enter();
     loop {
         let accepted = tokio::select! {
             () = endpoint.tasks.cancelled() => return,

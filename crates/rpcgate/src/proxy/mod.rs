@@ -191,7 +191,22 @@ impl Proxy {
 
 /// Serves HTTP(S) on `listener` until the proxy shuts down: anonymous clients if the policy
 /// allows them, nobody otherwise. [`serve_with_access`] adds authentication.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPolicy) {
+///
+/// The listener counts as one of the proxy's tasks from this call on (not from its first
+/// poll), so that a [`Proxy::shutdown`] right after it still waits for the port to close.
+pub fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    policy: ListenerPolicy,
+) -> impl Future<Output = ()> + Send + 'static {
+    let counted = proxy.tasks.enter();
+    async move {
+        let _counted = counted;
+        serve_anonymous(listener, proxy, policy).await;
+    }
+}
+
+async fn serve_anonymous(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPolicy) {
     // The first listener runs successors orphaned by the recycling race (see registry).
     let orphans = match proxy.channels.orphan_queue.lock() {
         Ok(mut slot) => slot.take(),
@@ -220,15 +235,29 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, policy: ListenerPol
 }
 
 /// Serves HTTP(S) on `listener` with `access` deciding who is served, until the proxy shuts
-/// down ([`Proxy::shutdown`]).
-pub async fn serve_with_access(
+/// down ([`Proxy::shutdown`]); counted as one of the proxy's tasks from this call on.
+pub fn serve_with_access(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    policy: ListenerPolicy,
+    access: Arc<ListenerAccess>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let counted = proxy.tasks.enter();
+    async move {
+        let _counted = counted;
+        accept_loop(listener, proxy, policy, access).await;
+        // The listener is closed here, before the guard goes: the port is free once
+        // shutdown returns.
+    }
+}
+
+async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     policy: ListenerPolicy,
     access: Arc<ListenerAccess>,
 ) {
     let local = listener.local_addr().ok();
-    let _counted = proxy.tasks.enter();
     loop {
         let accepted = tokio::select! {
             () = proxy.tasks.cancelled() => return,
