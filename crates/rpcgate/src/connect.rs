@@ -6,7 +6,7 @@
 //! with its own timeout; the first to succeed wins and the others are dropped. Every attempt is
 //! recorded so that logs and `rpcgate ping` can say what was tried and how each one failed.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -162,6 +162,62 @@ pub async fn connect_addrs(
             }
         }
     }
+}
+
+/// Connects from the local address `local` (the kernel picks the port) to the first address
+/// of `addrs` in `local`'s family that answers, one at a time. A load generator spreads its
+/// connections over several loopback source addresses this way when one address's
+/// ephemeral ports are not enough.
+pub async fn connect_from(
+    local: IpAddr,
+    host: &str,
+    port: u16,
+    addrs: &[SocketAddr],
+    per_address: Duration,
+) -> Result<Connected, ConnectError> {
+    let started = Instant::now();
+    let mut attempts = Vec::new();
+    for &address in addrs.iter().filter(|a| a.is_ipv4() == local.is_ipv4()) {
+        let attempt = async {
+            let socket = if local.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(local, 0))?;
+            socket.connect(address).await
+        };
+        let result = tokio::time::timeout(per_address, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} ms", per_address.as_millis()),
+                ))
+            });
+        let elapsed = started.elapsed();
+        match result {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                attempts.push(Attempt {
+                    address,
+                    elapsed,
+                    error: None,
+                });
+                return Ok(Connected { stream, attempts });
+            }
+            Err(e) => attempts.push(Attempt {
+                address,
+                elapsed,
+                error: Some(format!("from {local}: {e}")),
+            }),
+        }
+    }
+    Err(ConnectError::AllFailed {
+        host: host.to_string(),
+        port,
+        attempts,
+    })
 }
 
 fn spawn_attempt(

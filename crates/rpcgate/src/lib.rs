@@ -15,12 +15,14 @@
 //! - [`client_auth`]: HTTP authentication, the client side (Basic, NTLM).
 //! - [`rpc_client`]: a DCE/RPC client (bind, calls) over any PDU transport.
 //! - [`ping`]: `rpcgate ping`.
+//! - [`bench`]: `rpcgate bench`, a load generator on the client role.
 //! - [`framed`]: PDU framing over byte streams and writer tasks.
 //! - [`connect`]: outgoing TCP with happy eyeballs over every address of a name.
 //! - [`ids`]: connection ids for logs.
 //! - [`tasks`]: task scopes, so that a component can be shut down with every task it spawned.
 //! - [`user_admin`]: `rpcgate user add|remove|list`.
 pub mod auth;
+pub mod bench;
 pub mod client_auth;
 pub mod config;
 pub mod configurator;

@@ -72,6 +72,26 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Load generator: virtual connections through the proxy (or plain ncacn_ip_tcp with
+    /// --direct) making rpcecho calls; closed loop, open loop, set-up rate or idle scale.
+    /// Exit codes: 0 ok, 1 calls failed, 2 usage, 3 no connection.
+    Bench(rpcgate::bench::BenchCli),
+    /// Run the built-in demo DCE/RPC service (mgmt, rpcecho) alone over ncacn_ip_tcp, e.g. as
+    /// the backend of a benchmark; prints the address it listens on.
+    Demo {
+        /// Address to listen on (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Connections served at once.
+        #[arg(long, default_value_t = 256)]
+        max_connections: usize,
+        /// Seconds a connection may stay silent before it is closed.
+        #[arg(long, default_value_t = 120)]
+        idle_timeout: u64,
+        /// Log filter (tracing EnvFilter syntax), on stderr.
+        #[arg(long, default_value = "warn")]
+        log: String,
+    },
     /// Print the effective ValidPorts allow-list (static entries and the configurator's
     /// persisted directory list), one entry per line with its origin.
     Validports {
@@ -234,6 +254,29 @@ fn main() -> ExitCode {
             };
             let code = runtime.block_on(rpcgate::ping::run(args));
             ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        Command::Bench(cli) => {
+            let code = runtime.block_on(rpcgate::bench::main(cli));
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        Command::Demo {
+            listen,
+            max_connections,
+            idle_timeout,
+            log,
+        } => {
+            let limits = rpcgate::demo::Limits {
+                max_connections,
+                idle_timeout: Duration::from_secs(idle_timeout.max(1)),
+                ..rpcgate::demo::Limits::default()
+            };
+            match runtime.block_on(rpcgate::demo::run_standalone(listen, limits, &log)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rpcgate demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Validports { config } => match rpcgate::serve::print_valid_ports(config) {
             Ok(()) => ExitCode::SUCCESS,

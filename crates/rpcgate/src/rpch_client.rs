@@ -19,7 +19,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
-use crate::connect::{TCP_KEEPALIVE_IDLE, connect, connect_addrs, tune_socket};
+use crate::connect::{
+    TCP_KEEPALIVE_IDLE, connect, connect_addrs, connect_from, resolve, tune_socket,
+};
 use crate::framed::{PduReader, WriterTx, finish_writer, spawn_writer};
 use crate::http::parse_response_head;
 
@@ -130,6 +132,9 @@ pub struct ClientOptions {
     /// Connect to these addresses instead of resolving the proxy's host name (`ping
     /// --resolve`); the name is still used for TLS and the Host header.
     pub addresses: Option<Vec<std::net::SocketAddr>>,
+    /// Connect from this local address (the kernel picks the port): `rpcgate bench` spreads
+    /// many channels over several loopback source addresses.
+    pub local_address: Option<std::net::IpAddr>,
     /// Test and diagnostic option: never send FlowControlAck for the OUT channel, the way
     /// Samba's client behaves (the outbound proxy must then treat our window as advisory).
     pub never_acknowledge: bool,
@@ -159,6 +164,7 @@ impl Default for ClientOptions {
             out_recycle_proxies: Vec::new(),
             auth: None,
             addresses: None,
+            local_address: None,
             never_acknowledge: false,
         }
     }
@@ -289,15 +295,25 @@ fn random_cookie() -> Cookie {
 
 async fn open_stream(proxy: &ProxyUrl, options: &ClientOptions) -> Result<BoxedIo, ClientError> {
     let connected = tokio::time::timeout(options.timeout, async {
-        match &options.addresses {
-            Some(addrs) => {
+        match (&options.addresses, options.local_address) {
+            (Some(addrs), None) => {
                 let addrs: Vec<_> = addrs
                     .iter()
                     .map(|a| std::net::SocketAddr::new(a.ip(), proxy.port))
                     .collect();
                 connect_addrs(&proxy.host, proxy.port, &addrs, options.timeout).await
             }
-            None => connect(&proxy.host, proxy.port, options.timeout).await,
+            (None, None) => connect(&proxy.host, proxy.port, options.timeout).await,
+            (addrs, Some(local)) => {
+                let addrs = match addrs {
+                    Some(addrs) => addrs
+                        .iter()
+                        .map(|a| std::net::SocketAddr::new(a.ip(), proxy.port))
+                        .collect(),
+                    None => resolve(&proxy.host, proxy.port).await?,
+                };
+                connect_from(local, &proxy.host, proxy.port, &addrs, options.timeout).await
+            }
         }
     })
     .await

@@ -74,6 +74,28 @@ pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
     serve_with(listener, Limits::default()).await
 }
 
+/// `rpcgate demo`: logs to stderr with the `log` filter, listens on `address` and prints
+/// the bound address on stdout (a script's way to learn the port picked for port 0), then
+/// serves until the process ends.
+pub async fn run_standalone(
+    address: std::net::SocketAddr,
+    limits: Limits,
+    log: &str,
+) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(log)
+        .map_err(|e| anyhow::anyhow!("log filter {log:?}: {e}"))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+    println!("{}", listener.local_addr()?);
+    serve_with(listener, limits).await?;
+    Ok(())
+}
+
 /// Serves the demo interfaces on `listener` with the given limits. Returns only if the
 /// listener's address cannot be read; failed accepts are logged and retried.
 pub async fn serve_with(listener: TcpListener, limits: Limits) -> std::io::Result<()> {
