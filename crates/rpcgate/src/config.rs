@@ -9,10 +9,12 @@
 //! and column when known, the key path (`proxy.listener[1].tls`) and what was expected.
 
 mod auth;
+mod client;
 mod configurator;
 mod schema;
 
-pub use auth::{ClientConfig, ListenerAuthConfig};
+pub use auth::ListenerAuthConfig;
+pub use client::ClientConfig;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -93,6 +95,8 @@ pub struct Config {
     pub auth: crate::auth::AuthSettings,
     /// `[client]`: what clients will be told (client-facing, for Autodiscover).
     pub client: ClientConfig,
+    /// `[autodiscover]`: Autodiscover is answered when the section is present.
+    pub autodiscover: Option<crate::autodiscover::AutodiscoverConfig>,
     /// `[configurator]`: ValidPorts entries read from the directory; `None` without the
     /// section.
     pub configurator: Option<crate::configurator::ConfiguratorConfig>,
@@ -330,6 +334,11 @@ impl Config {
         };
         let auth = ctx.auth(&file.auth, &state_dir)?;
         let client = ctx.client(&file.client)?;
+        let autodiscover = file
+            .autodiscover
+            .as_ref()
+            .map(|a| ctx.autodiscover(a, &client))
+            .transpose()?;
         let configurator = file
             .configurator
             .as_ref()
@@ -339,6 +348,7 @@ impl Config {
             source: source_name.to_owned(),
             auth,
             client,
+            autodiscover,
             configurator,
             state_dir,
             log: ctx.log(&file.log)?,

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`auth`]: authentication (Basic, NTLM, Negotiate), throttling and authorization.
+//! - [`autodiscover`]: `POST /autodiscover/autodiscover.xml`, Outlook's client settings.
 //! - [`serve`] / [`gateway`]: configuration to running listeners, and `rpcgate serve`.
 //! - [`config`]: the TOML configuration file and the embedded default.
 //! - [`configurator`]: ValidPorts entries kept current from the directory (LDAP).
@@ -22,6 +23,7 @@
 //! - [`tasks`]: task scopes, so that a component can be shut down with every task it spawned.
 //! - [`user_admin`]: `rpcgate user add|remove|list`.
 pub mod auth;
+pub mod autodiscover;
 pub mod bench;
 pub mod client_auth;
 pub mod config;

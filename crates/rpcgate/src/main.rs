@@ -111,6 +111,18 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print the Autodiscover answer a client asking for EMAIL would receive (the XML on
+    /// standard output, a summary on standard error); exit code 1 for an error answer.
+    Autodiscover {
+        /// The e-mail address asked for.
+        email: String,
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Answer as for a client that sends X-ClientCanHandle: Negotiate.
+        #[arg(long)]
+        negotiate: bool,
+    },
     /// Print the embedded default configuration (a starting point for a config file).
     DefaultConfig,
     /// Manage the local user file (Basic and NTLM accounts).
@@ -308,6 +320,18 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("rpcgate user: {e:#}");
                 ExitCode::FAILURE
+            }
+        },
+        Command::Autodiscover {
+            email,
+            config,
+            negotiate,
+        } => match runtime.block_on(rpcgate::autodiscover::cli::run(config, &email, negotiate)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("rpcgate autodiscover: {e:#}");
+                ExitCode::from(2)
             }
         },
         Command::DefaultConfig => {

@@ -206,9 +206,10 @@ pub struct OpenInfo {
 }
 
 /// Any byte stream to a proxy.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-type BoxedIo = Box<dyn Io>;
+/// A connection to a proxy, plain or TLS.
+pub type BoxedIo = Box<dyn Io>;
 
 /// An open virtual connection carrying RPC PDUs.
 #[derive(Debug)]
@@ -293,7 +294,11 @@ fn random_cookie() -> Cookie {
     Cookie(bytes)
 }
 
-async fn open_stream(proxy: &ProxyUrl, options: &ClientOptions) -> Result<BoxedIo, ClientError> {
+/// Connects to `proxy` (every address, or `options.addresses`) and does TLS for https.
+pub async fn open_stream(
+    proxy: &ProxyUrl,
+    options: &ClientOptions,
+) -> Result<BoxedIo, ClientError> {
     let connected = tokio::time::timeout(options.timeout, async {
         match (&options.addresses, options.local_address) {
             (Some(addrs), None) => {

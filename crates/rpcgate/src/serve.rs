@@ -128,8 +128,14 @@ pub fn spec_from_config(config: &Config) -> anyhow::Result<GatewaySpec> {
                     core: Some(auth_core.clone()),
                 },
                 trusted_proxies: listener.auth.trusted_proxies.clone(),
+                autodiscover: None,
             },
         });
+    }
+    // After the listeners: the self-signed certificate exists now, for CertPrincipalName.
+    let autodiscover = crate::autodiscover::service_from_config(config)?.map(Arc::new);
+    for listener in &mut listeners {
+        listener.access.autodiscover = autodiscover.clone();
     }
     let mut uses_demo = false;
     let endpoints = config

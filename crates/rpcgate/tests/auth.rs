@@ -87,6 +87,7 @@ async fn start(
             core: Some(core),
         },
         trusted_proxies: TrustedProxies(trusted.iter().map(|t| IpNet::parse(t).unwrap()).collect()),
+        autodiscover: None,
     };
     tokio::spawn(rpcgate::proxy::serve_with_access(
         listener,

@@ -128,6 +128,7 @@ async fn start_proxy(valid: &str, tls: Option<(&Path, &Path)>, auth: Option<&Pat
             core,
         },
         trusted_proxies: TrustedProxies(vec![]),
+        autodiscover: None,
     };
     tokio::spawn(rpcgate::proxy::serve_with_access(
         listener,

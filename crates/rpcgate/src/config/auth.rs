@@ -1,6 +1,6 @@
 //! Validation of the authentication settings: `[auth]` (how credentials are verified, shared
-//! by the listeners), each listener's `auth` and `trusted_proxies`, and `[client]` (what
-//! clients are told; kept apart from what the proxy accepts).
+//! by the listeners), and each listener's `auth` and `trusted_proxies`. What clients are told
+//! (`[client]`) is kept apart, in [`super::client`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,15 +32,6 @@ pub const DEFAULT_LDAP_TIMEOUT_SECS: u64 = 5;
 pub const DEFAULT_USER_FILTER: &str = "(sAMAccountName={user})";
 /// The user file's name in the state directory when `users_file` is not given.
 pub const DEFAULT_USERS_FILE: &str = "users";
-
-/// `[client]`: what Autodiscover will tell clients (client-facing; not used by the proxy).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientConfig {
-    /// `external_host`: the name clients use to reach the proxy from outside.
-    pub external_host: Option<String>,
-    /// `auth_package`: the method clients are told to use (default `ntlm`).
-    pub auth_package: Method,
-}
 
 /// A listener's authentication, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,26 +234,6 @@ impl Ctx<'_> {
                 DEFAULT_LDAP_TIMEOUT_SECS,
                 1..=120,
             )?),
-        })
-    }
-
-    pub(super) fn client(&self, raw: &schema::Client) -> Result<ClientConfig, ConfigError> {
-        let auth_package = match &raw.auth_package {
-            None => Method::Ntlm,
-            Some(p) => parse_method(p.get_ref()).ok_or_else(|| {
-                self.invalid(
-                    "client.auth_package",
-                    p.span(),
-                    "expected \"basic\", \"ntlm\" or \"negotiate\"",
-                )
-            })?,
-        };
-        Ok(ClientConfig {
-            external_host: raw
-                .external_host
-                .as_ref()
-                .map(|h| h.get_ref().trim().to_owned()),
-            auth_package,
         })
     }
 

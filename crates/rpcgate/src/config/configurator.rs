@@ -1,5 +1,6 @@
 //! `[configurator]`: validation of the directory configurator's settings.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -17,87 +18,13 @@ impl Ctx<'_> {
         &self,
         raw: &schema::Configurator,
     ) -> Result<ConfiguratorConfig, ConfigError> {
-        let starttls = raw.starttls.as_ref().is_some_and(|v| *v.get_ref());
-        let urls = match raw.url.get_ref() {
-            OneOrMany::One(url) => vec![url.trim().to_owned()],
-            OneOrMany::Many(urls) => urls.iter().map(|u| u.trim().to_owned()).collect(),
-        };
-        if urls.is_empty() {
-            return Err(self.invalid(
-                "configurator.url",
-                raw.url.span(),
-                "expected at least one URL",
-            ));
-        }
-        for url in &urls {
-            let lower = url.to_ascii_lowercase();
-            let Some(rest) = lower
-                .strip_prefix("ldaps://")
-                .or_else(|| lower.strip_prefix("ldap://"))
-            else {
-                return Err(self.invalid(
-                    "configurator.url",
-                    raw.url.span(),
-                    format!("{url:?}: expected ldaps://host[:port] or ldap://host[:port]"),
-                ));
-            };
-            let host = rest.split('/').next().unwrap_or_default();
-            let host_only = if let Some(rest) = host.strip_prefix('[') {
-                rest.split(']').next().unwrap_or_default()
-            } else {
-                host.rsplit_once(':').map_or(host, |(h, _)| h)
-            };
-            let loopback = host_only == "localhost"
-                || host_only
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.to_canonical().is_loopback());
-            if lower.starts_with("ldap://") && !starttls && !loopback {
-                return Err(self.invalid(
-                    "configurator.url",
-                    raw.url.span(),
-                    format!(
-                        "{url:?}: plain ldap:// would send the password in clear: use ldaps://, \
-                         set starttls = true, or use a loopback server"
-                    ),
-                ));
-            }
-            if lower.starts_with("ldaps://") && starttls {
-                let span = raw.starttls.as_ref().map_or(raw.url.span(), Spanned::span);
-                return Err(self.invalid(
-                    "configurator.starttls",
-                    span,
-                    "starttls is for ldap:// URLs; ldaps:// is TLS already",
-                ));
-            }
-        }
-        let password = match (&raw.password_file, &raw.password_env) {
-            (Some(file), None) => PasswordSource::File(file.get_ref().clone()),
-            (None, Some(var)) if !var.get_ref().trim().is_empty() => {
-                PasswordSource::Env(var.get_ref().trim().to_owned())
-            }
-            (None, Some(var)) => {
-                return Err(self.invalid(
-                    "configurator.password_env",
-                    var.span(),
-                    "expected the name of an environment variable",
-                ));
-            }
-            (Some(_), Some(var)) => {
-                return Err(self.invalid(
-                    "configurator.password_env",
-                    var.span(),
-                    "give password_file or password_env, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(self.invalid(
-                    "configurator.bind_dn",
-                    raw.bind_dn.span(),
-                    "the bind password is missing: set password_file (a file holding it) or \
-                     password_env (an environment variable holding it)",
-                ));
-            }
-        };
+        let (urls, starttls) = self.ldap_urls("configurator", &raw.url, &raw.starttls)?;
+        let password = self.password_source(
+            "configurator",
+            &raw.bind_dn,
+            &raw.password_file,
+            &raw.password_env,
+        )?;
         let nonempty = |value: &Spanned<String>, key: &str| {
             let text = value.get_ref().trim();
             if text.is_empty() {
@@ -201,6 +128,110 @@ impl Ctx<'_> {
             interval,
             timeout,
         })
+    }
+
+    /// `url` (one or a list) and `starttls` of an LDAP section: `ldaps://`, or `ldap://`
+    /// with StartTLS or to a loopback server (a bind password must not travel in clear).
+    pub(super) fn ldap_urls(
+        &self,
+        section: &str,
+        url: &Spanned<OneOrMany>,
+        starttls: &Option<Spanned<bool>>,
+    ) -> Result<(Vec<String>, bool), ConfigError> {
+        let (raw_url, raw_starttls) = (url, starttls);
+        let starttls = raw_starttls.as_ref().is_some_and(|v| *v.get_ref());
+        let urls = match raw_url.get_ref() {
+            OneOrMany::One(url) => vec![url.trim().to_owned()],
+            OneOrMany::Many(urls) => urls.iter().map(|u| u.trim().to_owned()).collect(),
+        };
+        if urls.is_empty() {
+            return Err(self.invalid(
+                &format!("{section}.url"),
+                raw_url.span(),
+                "expected at least one URL",
+            ));
+        }
+        for url in &urls {
+            let lower = url.to_ascii_lowercase();
+            let Some(rest) = lower
+                .strip_prefix("ldaps://")
+                .or_else(|| lower.strip_prefix("ldap://"))
+            else {
+                return Err(self.invalid(
+                    &format!("{section}.url"),
+                    raw_url.span(),
+                    format!("{url:?}: expected ldaps://host[:port] or ldap://host[:port]"),
+                ));
+            };
+            let host = rest.split('/').next().unwrap_or_default();
+            let host_only = if let Some(rest) = host.strip_prefix('[') {
+                rest.split(']').next().unwrap_or_default()
+            } else {
+                host.rsplit_once(':').map_or(host, |(h, _)| h)
+            };
+            let loopback = host_only == "localhost"
+                || host_only
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.to_canonical().is_loopback());
+            if lower.starts_with("ldap://") && !starttls && !loopback {
+                return Err(self.invalid(
+                    &format!("{section}.url"),
+                    raw_url.span(),
+                    format!(
+                        "{url:?}: plain ldap:// would send the password in clear: use ldaps://, \
+                         set starttls = true, or use a loopback server"
+                    ),
+                ));
+            }
+            if lower.starts_with("ldaps://") && starttls {
+                let span = raw_starttls.as_ref().map_or(raw_url.span(), Spanned::span);
+                return Err(self.invalid(
+                    &format!("{section}.starttls"),
+                    span,
+                    "starttls is for ldap:// URLs; ldaps:// is TLS already",
+                ));
+            }
+        }
+        Ok((urls, starttls))
+    }
+
+    /// `password_file` or `password_env` of an LDAP section (exactly one).
+    pub(super) fn password_source(
+        &self,
+        section: &str,
+        bind_dn: &Spanned<String>,
+        password_file: &Option<Spanned<PathBuf>>,
+        password_env: &Option<Spanned<String>>,
+    ) -> Result<PasswordSource, ConfigError> {
+        let password = match (password_file, password_env) {
+            (Some(file), None) => PasswordSource::File(file.get_ref().clone()),
+            (None, Some(var)) if !var.get_ref().trim().is_empty() => {
+                PasswordSource::Env(var.get_ref().trim().to_owned())
+            }
+            (None, Some(var)) => {
+                return Err(self.invalid(
+                    &format!("{section}.password_env"),
+                    var.span(),
+                    "expected the name of an environment variable",
+                ));
+            }
+            (Some(_), Some(var)) => {
+                return Err(self.invalid(
+                    &format!("{section}.password_env"),
+                    var.span(),
+                    "give password_file or password_env, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(self.invalid(
+                    &format!("{section}.bind_dn"),
+                    bind_dn.span(),
+                    "the bind password is missing: set password_file (a file holding it) or \
+                     password_env (an environment variable holding it)",
+                ));
+            }
+        };
+        Ok(password)
     }
 }
 

@@ -6,6 +6,7 @@
 //! `None` and get their defaults in [`super`]. The meaning of each key is documented on the
 //! typed structs in [`super`] and in the embedded default file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ pub(super) struct File {
     pub auth: Auth,
     #[serde(default)]
     pub client: Client,
+    pub autodiscover: Option<Autodiscover>,
     pub configurator: Option<Configurator>,
 }
 
@@ -173,6 +175,34 @@ pub(super) struct Allow {
 pub(super) struct Client {
     pub external_host: Option<Spanned<String>>,
     pub auth_package: Option<Spanned<String>>,
+    pub ssl: Option<Spanned<bool>>,
+    pub cert_principal_name: Option<Spanned<String>>,
+}
+
+/// `[autodiscover]`: whom Autodiscover answers and where their RPC server is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Autodiscover {
+    pub domains: Option<Spanned<Vec<String>>>,
+    pub server: Option<Spanned<String>>,
+    pub users: Option<Spanned<BTreeMap<String, String>>>,
+    pub redirect_domains: Option<Spanned<BTreeMap<String, String>>>,
+    pub ldap: Option<AutodiscoverLdap>,
+}
+
+/// `[autodiscover.ldap]`: the directory lookup of a user's RPC server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AutodiscoverLdap {
+    pub url: Spanned<OneOrMany>,
+    pub starttls: Option<Spanned<bool>>,
+    pub ca_file: Option<Spanned<PathBuf>>,
+    pub bind_dn: Spanned<String>,
+    pub password_file: Option<Spanned<PathBuf>>,
+    pub password_env: Option<Spanned<String>>,
+    pub base_dn: Spanned<String>,
+    pub server_attribute: Option<Spanned<String>>,
+    pub timeout_secs: Option<Spanned<Count>>,
 }
 
 /// `[[endpoint]]`

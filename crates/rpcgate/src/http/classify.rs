@@ -45,6 +45,8 @@ pub enum RequestKind {
     },
     /// `RPC_CONNECT`: RPC over HTTP v1, not implemented (notes §9: answer 501).
     RpcConnect,
+    /// `/autodiscover/autodiscover.xml` (any method; see [`crate::autodiscover`]).
+    Autodiscover,
     /// The path is not one of [`RPC_PATHS`].
     NotFound,
     /// A method other than `RPC_IN_DATA` / `RPC_OUT_DATA` on the RPC path.
@@ -65,7 +67,8 @@ impl RequestKind {
         match self {
             Self::Echo | Self::InChannel { .. } | Self::OutChannel { .. } => None,
             Self::RpcConnect | Self::ChunkedBody => Some((501, "Not Implemented")),
-            Self::NotFound => Some((404, "Not Found")),
+            // Autodiscover is answered where it is configured; elsewhere the path is unknown.
+            Self::NotFound | Self::Autodiscover => Some((404, "Not Found")),
             Self::MethodNotAllowed => Some((405, "Method Not Allowed")),
             Self::BadTarget(_) | Self::BadContentLength(_) => Some((400, "Bad Request")),
         }
@@ -77,6 +80,9 @@ pub fn classify(head: &RequestHead) -> RequestKind {
     // v1's request-line format is unconfirmed (notes §12), so recognise it by method alone.
     if head.method == Method::RpcConnect {
         return RequestKind::RpcConnect;
+    }
+    if crate::autodiscover::is_autodiscover_path(&head.path) {
+        return RequestKind::Autodiscover;
     }
     if !is_rpc_path(&head.path) {
         return RequestKind::NotFound;
@@ -409,6 +415,26 @@ mod tests {
             kind_of(&request("RPC_CONNECT", "mbx1:593", None)),
             RequestKind::RpcConnect
         );
+        for (method, path) in [
+            ("POST", "/autodiscover/autodiscover.xml"),
+            ("POST", "/Autodiscover/AutoDiscover.XML"),
+            ("GET", "/autodiscover/autodiscover.xml"),
+        ] {
+            assert_eq!(
+                kind_of(&request(method, path, Some(10))),
+                RequestKind::Autodiscover
+            );
+        }
+        for path in [
+            "/autodiscover/autodiscover.json",
+            "/autodiscover/autodiscover.xml/x",
+            "/x/autodiscover/autodiscover.xml",
+        ] {
+            assert_eq!(
+                kind_of(&request("POST", path, Some(10))),
+                RequestKind::NotFound
+            );
+        }
         assert_eq!(
             RequestKind::RpcConnect.http_status(),
             Some((501, "Not Implemented"))

@@ -105,6 +105,36 @@ pub fn status_with_headers(
     text.into_bytes()
 }
 
+/// A response with a body (Autodiscover's XML): the status line, `Server`, `headers`,
+/// `Content-Length` and `Connection`, then `body`. Control characters are removed from the
+/// head's pieces as in [`status_with_headers`].
+pub fn with_body(
+    code: u16,
+    reason: &str,
+    keep_alive: bool,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut text = String::with_capacity(256);
+    let _ = write!(
+        text,
+        "HTTP/1.1 {code} {}\r\nServer: {SERVER}\r\n",
+        clean(reason)
+    );
+    for (name, value) in headers {
+        let _ = write!(text, "{}: {}\r\n", clean(name), clean(value));
+    }
+    let connection = if keep_alive { "Keep-Alive" } else { "close" };
+    let _ = write!(
+        text,
+        "Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
+        body.len()
+    );
+    let mut out = text.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
 /// The standard reason phrase of a status code this proxy sends.
 pub fn reason_phrase(code: u16) -> &'static str {
     match code {
@@ -116,6 +146,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

@@ -1,5 +1,6 @@
-//! One HTTP connection to the proxy: reads request heads, answers echo and error requests with
-//! keep-alive, and hands the connection to a channel driver on `RPC_IN_DATA` / `RPC_OUT_DATA`.
+//! One HTTP connection to the proxy: reads request heads, answers echo, Autodiscover and error
+//! requests with keep-alive, and hands the connection to a channel driver on `RPC_IN_DATA` /
+//! `RPC_OUT_DATA`.
 //!
 //! Every wait is bounded: the first head by the handshake timeout, later heads by the
 //! keep-alive timeout; a head larger than the parser's limit is refused. Echo request bodies
@@ -174,6 +175,22 @@ pub async fn serve_connection<S>(
                     return;
                 }
                 if !keep_alive {
+                    return;
+                }
+                continue;
+            }
+            RequestKind::Autodiscover if let Some(service) = &access.autodiscover => {
+                let keep = crate::autodiscover::conn::serve(
+                    &mut stream,
+                    &mut buf,
+                    &head,
+                    service,
+                    &identity,
+                    &ok_headers,
+                    proxy.settings.handshake_timeout,
+                )
+                .await;
+                if !keep {
                     return;
                 }
                 continue;

@@ -115,6 +115,8 @@ pub struct ListenerPolicy {
 pub struct ListenerAccess {
     pub auth: crate::auth::ListenerAuth,
     pub trusted_proxies: forwarded::TrustedProxies,
+    /// Answers `/autodiscover/autodiscover.xml` when configured (404 otherwise).
+    pub autodiscover: Option<Arc<crate::autodiscover::Service>>,
 }
 
 impl ListenerAccess {
@@ -125,6 +127,7 @@ impl ListenerAccess {
         Self {
             auth,
             trusted_proxies: forwarded::TrustedProxies::default(),
+            autodiscover: None,
         }
     }
 }
