@@ -25,18 +25,25 @@ enum Command {
     /// Walk the path to an RPC server stage by stage (DNS, TCP, TLS, HTTP auth, echo, channels,
     /// RTS, bind, call) and say where it fails and what to change. Exit codes: 0 ok, 2 usage,
     /// 3 unreachable (DNS/TCP), 4 TLS, 5 proxy refused (503 RPC Error, HTTP), 6 RTS, 7 bind,
-    /// 8 call, 9 authentication.
+    /// 8 call, 9 authentication, 10 Autodiscover answered an error.
     Ping {
         /// The proxy: https://host[:port], http://host:port, or a bare host name (HTTPS, 443).
-        proxy: String,
-        /// The RPC server behind the proxy, as server:port.
+        /// With --autodiscover: where to ask (default https://autodiscover.<domain>).
+        #[arg(required_unless_present = "autodiscover")]
+        proxy: Option<String>,
+        /// The RPC server behind the proxy, as server:port (with --autodiscover, a bare port
+        /// goes with the discovered server; default 6001).
         #[arg(
             short = 'e',
             long = "endpoint",
             value_name = "SERVER:PORT",
-            required_unless_present = "proxy_only"
+            required_unless_present_any = ["proxy_only", "autodiscover"]
         )]
         endpoint: Option<String>,
+        /// Ask Autodiscover for EMAIL first and ping the proxy, auth package and RPC server it
+        /// names.
+        #[arg(long, value_name = "EMAIL")]
+        autodiscover: Option<String>,
         /// Ping only the RPC proxy (an echo request), like rpcping -E.
         #[arg(short = 'E', long = "proxy-only", conflicts_with = "endpoint")]
         proxy_only: bool,
@@ -207,7 +214,8 @@ fn main() -> ExitCode {
         Command::Ping {
             proxy,
             endpoint,
-            proxy_only: _,
+            autodiscover,
+            proxy_only,
             insecure,
             ca,
             timeout,
@@ -238,7 +246,12 @@ fn main() -> ExitCode {
             if user.is_some() && password.is_none() {
                 return usage("--user needs --password-file or RPCGATE_PASSWORD".into());
             }
-            let proxy = match proxy.parse() {
+            let proxy = match (&autodiscover, proxy) {
+                (Some(email), given) => rpcgate::ping::autodiscover_url(given.as_deref(), email),
+                (None, Some(given)) => given.parse(),
+                (None, None) => Err("give the proxy URL (or --autodiscover EMAIL)".to_owned()),
+            };
+            let proxy = match proxy {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("rpcgate ping: {e}");
@@ -248,6 +261,8 @@ fn main() -> ExitCode {
             let args = rpcgate::ping::PingArgs {
                 proxy,
                 endpoint,
+                proxy_only,
+                autodiscover,
                 insecure,
                 ca,
                 timeout: Duration::from_secs(timeout.max(1)),

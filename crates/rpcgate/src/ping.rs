@@ -2,6 +2,7 @@
 //! says where it breaks and what to change.
 //!
 //! ```text
+//!  [autodiscover: EXPR proxy, auth package, EXCH server, with --autodiscover EMAIL]
 //!  resolve ─ tcp (every address) ─ tls (certificate) ─ http (401 schemes, credentials)
 //!    ─ echo ─┬─ done with -E (the proxy alone, like rpcping -E)
 //!            └─ channels (RPC_IN_DATA / RPC_OUT_DATA: 200 or 503 RPC Error) ─ rts (A3, C2)
@@ -14,6 +15,7 @@
 //! Each stage is printed when it completes ([`report`]); a failure ends the run with one
 //! sentence saying what it means and the likely fix, and the exit code of its class ([`exit`]).
 
+mod autodiscover;
 mod report;
 mod tls_probe;
 
@@ -34,9 +36,15 @@ use report::Report;
 /// What to ping.
 #[derive(Debug, Clone)]
 pub struct PingArgs {
+    /// The proxy; with `autodiscover`, the Autodiscover URL (see [`autodiscover_url`]).
     pub proxy: ProxyUrl,
-    /// `server:port` behind the proxy; `None` with `-E` (the proxy alone).
+    /// `server:port` behind the proxy; `None` with `-E` (the proxy alone). With
+    /// `autodiscover`, a bare port goes with the discovered server.
     pub endpoint: Option<String>,
+    /// `-E`: the proxy alone.
+    pub proxy_only: bool,
+    /// `--autodiscover EMAIL`: take proxy, auth and endpoint from Autodiscover first.
+    pub autodiscover: Option<String>,
     pub insecure: bool,
     pub ca: Option<PathBuf>,
     pub timeout: Duration,
@@ -73,6 +81,14 @@ pub mod exit {
     pub const CALL: i32 = 8;
     /// HTTP authentication: credentials missing, scheme not offered, or rejected.
     pub const AUTH: i32 = 9;
+    /// Autodiscover answered with an error (unknown address, no server) or nothing usable.
+    pub const AUTODISCOVER: i32 = 10;
+}
+
+/// The Autodiscover URL for `--autodiscover EMAIL`: the given proxy URL's host, port and
+/// scheme, or `https://autodiscover.<domain>`.
+pub fn autodiscover_url(given: Option<&str>, email: &str) -> Result<ProxyUrl, String> {
+    autodiscover::url(given, email)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -82,6 +98,21 @@ fn ms(d: Duration) -> f64 {
 /// Runs the ping; returns the process exit code.
 pub async fn run(args: PingArgs) -> i32 {
     let mut report = Report::new(args.json);
+    if let Some(email) = &args.autodiscover {
+        report.line(&format!(
+            "rpcgate ping --autodiscover {email} via {}",
+            args.proxy
+        ));
+        let code = match autodiscover::stage(&args, email, &mut report).await {
+            Ok(next) => stages(&next, &mut report).await,
+            Err(code) => code,
+        };
+        report.finish(
+            json!({"autodiscover": email, "url": args.proxy.to_string(), "endpoint": args.endpoint}),
+            code,
+        );
+        return code;
+    }
     let target = match &args.endpoint {
         Some(e) => format!("{} -> {e} (RPC over HTTP v2)", args.proxy),
         None => format!("{} (proxy only, echo)", args.proxy),

@@ -2,7 +2,8 @@
 //! `POST /autodiscover/autodiscover.xml` behind its authentication, with keep-alive, and
 //! refuses what it must (malformed XML, entity bombs, oversize and chunked bodies, wrong
 //! schema, unknown users) with the documented error and no crash; `rpcgate autodiscover`
-//! prints the same document from a config file.
+//! prints the same document from a config file; `rpcgate ping --autodiscover` takes the
+//! proxy, auth package and RPC server from the answer and goes all the way to a call.
 
 #![allow(
     clippy::unwrap_used,
@@ -55,15 +56,19 @@ fn data(name: &str) -> Vec<u8> {
 }
 
 fn service() -> Service {
+    service_for("mail.contoso.com", "mbx1.contoso.com")
+}
+
+fn service_for(external_host: &str, server: &str) -> Service {
     Service::new(Settings {
-        external_host: "mail.contoso.com".into(),
+        external_host: external_host.into(),
         ssl: true,
         auth_package: Method::Ntlm,
-        cert_principal_name: Some("msstd:mail.contoso.com".into()),
+        cert_principal_name: Some(format!("msstd:{external_host}")),
         service: AutodiscoverConfig {
             domains: vec!["contoso.com".into()],
             server: None,
-            users: vec![("user@contoso.com".into(), "mbx1.contoso.com".into())],
+            users: vec![("user@contoso.com".into(), server.into())],
             redirect_domains: vec![("fabrikam.com".into(), "contoso.com".into())],
             ldap: None,
         },
@@ -73,9 +78,19 @@ fn service() -> Service {
 /// A plain-HTTP proxy on loopback with alice/Passw0rd (Basic, NTLM); Autodiscover on it when
 /// `autodiscover`.
 async fn start(d: &Dir, autodiscover: bool) -> SocketAddr {
+    start_with(d, autodiscover.then(service), "", None).await
+}
+
+/// A proxy on loopback (TLS with `tls` = (cert, key)) allowing `valid`, with alice/Passw0rd.
+async fn start_with(
+    d: &Dir,
+    autodiscover: Option<Service>,
+    valid: &str,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let proxy = Proxy::new(common::proxy_settings(), common::valid_ports(""));
+    let proxy = Proxy::new(common::proxy_settings(), common::valid_ports(valid));
     let users_file = d.0.join("users");
     users::save(
         &users_file,
@@ -110,13 +125,16 @@ async fn start(d: &Dir, autodiscover: bool) -> SocketAddr {
             core: Some(core),
         },
         trusted_proxies: TrustedProxies(vec![]),
-        autodiscover: autodiscover.then(|| Arc::new(service())),
+        autodiscover: autodiscover.map(Arc::new),
     };
+    let tls = tls.map(|(cert, key)| {
+        tokio_rustls::TlsAcceptor::from(rpcgate::tls::server_config(cert, key).unwrap())
+    });
     tokio::spawn(rpcgate::proxy::serve_with_access(
         listener,
         proxy,
         ListenerPolicy {
-            tls: None,
+            tls,
             allow_anonymous: false,
         },
         Arc::new(access),
@@ -391,4 +409,100 @@ async fn command_prints_what_a_client_would_receive() {
     let out = run("dave@contoso.com");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("<ErrorCode>500</ErrorCode>"));
+}
+
+/// A CA and a leaf for `name` signed by it, as PEM files: (ca, cert, key).
+fn certificates(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "autodiscover test CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_takes_its_settings_from_autodiscover() {
+    let d = dir("ping");
+    let demo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let demo_addr = demo.local_addr().unwrap();
+    tokio::spawn(rpcgate::demo::serve(demo));
+    let (endpoint, _) = common::start_endpoint(demo_addr).await;
+    let (ca, cert, key) = certificates(&d.0, "gw.test");
+    let proxy = start_with(
+        &d,
+        Some(service_for("gw.test", "127.0.0.1")),
+        &format!("127.0.0.1:{}", endpoint.port()),
+        Some((&cert, &key)),
+    )
+    .await;
+    let password = d.0.join("password");
+    std::fs::write(&password, "Passw0rd\n").unwrap();
+    let url = format!("https://gw.test:{}", proxy.port());
+    let port = endpoint.port().to_string();
+    let ping = |email: &str, password: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rpcgate"))
+            .args(["ping", "--autodiscover", email, &url, "-e", &port])
+            .args(["--resolve", "127.0.0.1", "--ca", ca.to_str().unwrap()])
+            .args([
+                "--user",
+                "alice",
+                "--password-file",
+                password.to_str().unwrap(),
+            ])
+            .args(["--timeout", "5"])
+            .env_remove("RPCGATE_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::block_in_place(|| ping("user@contoso.com", &password));
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "rpcgate ping --autodiscover user@contoso.com via https://gw.test:",
+        "autodiscover",
+        "EXPR     gw.test (SSL On, Ntlm, msstd:gw.test)",
+        "EXCH     127.0.0.1",
+        &format!(
+            "-> https://gw.test:{}/rpc/rpcproxy.dll -> 127.0.0.1:{port}",
+            proxy.port()
+        ),
+        "authenticated as alice with NTLM",
+        "mgmt inq_if_ids: 2 interface(s)",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in {text}");
+    }
+
+    let out = tokio::task::block_in_place(|| ping("nobody@contoso.com", &password));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(10), "{text}");
+    assert!(text.contains("error 500"), "{text}");
+
+    let wrong = d.0.join("wrong");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let out = tokio::task::block_in_place(|| ping("user@contoso.com", &wrong));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(9), "{text}");
 }
