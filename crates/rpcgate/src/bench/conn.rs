@@ -528,7 +528,7 @@ impl Conn {
                         tokio::time::sleep_until(at.into()).await;
                     }
                     let Ok(permit) = credits.acquire().await else {
-                        return Ok(());
+                        break;
                     };
                     permit.forget();
                     if let (Some(at), Pace::Open { interval, .. }) = (scheduled, pace) {
@@ -538,14 +538,19 @@ impl Conn {
                         scheduled = Some(at + interval);
                     }
                     if Instant::now() >= window.until {
-                        return Ok(());
+                        break;
                     }
                     let (call_id, fragments) = requests.next(&call);
                     if sent_tx.send((call_id, Instant::now())).is_err() {
-                        return Ok(());
+                        break;
                     }
                     tx.send_call(fragments).await.map_err(|e| e.to_string())?;
                 }
+                // No more calls; the sending side stays open until every answer is in (a
+                // half-close, or a virtual connection closed by the application, could
+                // overtake them).
+                drop(sent_tx);
+                Ok(tx)
             })
         };
 
@@ -606,5 +611,6 @@ impl Conn {
         sender
             .await
             .unwrap_or_else(|e| Err(format!("sender task: {e}")))
+            .map(drop)
     }
 }
