@@ -91,6 +91,8 @@ pub struct Config {
     pub endpoints: Vec<EndpointConfig>,
     /// `[demo]`: the built-in demo DCE/RPC service.
     pub demo: DemoConfig,
+    /// `[status]`: the status page and Prometheus metrics; `None` without the section.
+    pub status: Option<StatusConfig>,
     /// `[auth]`: how the proxy verifies credentials (server-facing; listeners pick methods).
     pub auth: crate::auth::AuthSettings,
     /// `[client]`: what clients will be told (client-facing, for Autodiscover).
@@ -232,6 +234,15 @@ pub struct DemoConfig {
     pub listen: SocketAddr,
 }
 
+/// `[status]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    /// `listen`: the address of the status page (`/`), `/metrics` and `/status.json`. A
+    /// non-loopback address needs `allow_remote = true`: the page names users and client
+    /// addresses, and has no authentication of its own.
+    pub listen: SocketAddr,
+}
+
 /// A position in a config file (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -366,6 +377,7 @@ impl Config {
                     .as_ref()
                     .map_or(DEFAULT_DEMO_LISTEN, |l| l.get_ref().0),
             },
+            status: file.status.as_ref().map(|s| ctx.status(s)).transpose()?,
         };
         ctx.cross_checks(&config, &file)?;
         Ok(config)
@@ -399,6 +411,21 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    fn status(&self, status: &schema::Status) -> Result<StatusConfig, ConfigError> {
+        let listen = status.listen.get_ref().0;
+        if !Config::listener_is_loopback(&listen) && status.allow_remote != Some(true) {
+            return Err(self.invalid(
+                "status.listen",
+                status.listen.span(),
+                format!(
+                    "{listen} is not a loopback address: the status page names users and client \
+                     addresses and has no authentication; set allow_remote = true to serve it there"
+                ),
+            ));
+        }
+        Ok(StatusConfig { listen })
+    }
+
     fn invalid(&self, key: &str, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             source_name: self.source_name.to_owned(),
@@ -691,6 +718,13 @@ impl Ctx<'_> {
         }
         if let Some(listen) = &file.demo.listen {
             claim(listen.get_ref().0, "demo.listen".to_owned(), listen.span())?;
+        }
+        if let Some(status) = &file.status {
+            claim(
+                status.listen.get_ref().0,
+                "status.listen".to_owned(),
+                status.listen.span(),
+            )?;
         }
         Ok(())
     }

@@ -65,6 +65,8 @@ pub struct GatewaySpec {
     pub endpoints: Vec<EndpointSpec>,
     /// Address of the demo service, if it runs.
     pub demo: Option<SocketAddr>,
+    /// Address of the status page and metrics, if they are served.
+    pub status: Option<SocketAddr>,
 }
 
 /// Why a gateway did not start.
@@ -92,8 +94,13 @@ pub struct RunningGateway {
     /// Bound endpoint addresses, per endpoint in spec order.
     pub endpoint_addrs: Vec<Vec<SocketAddr>>,
     pub demo_addr: Option<SocketAddr>,
-    /// The demo service's tasks (its listener and connections).
+    /// The status listener's address, and what it reports on (the configurator's manager is
+    /// added to it once it exists).
+    pub status_addr: Option<SocketAddr>,
+    pub status: Arc<crate::status::Sources>,
+    /// The demo service's tasks (its listener and connections), and the status listener's.
     demo_tasks: TaskScope,
+    status_tasks: TaskScope,
     /// The listeners' accept loops.
     tasks: JoinSet<()>,
 }
@@ -128,6 +135,10 @@ impl RunningGateway {
             clean &= endpoint.shutdown().await;
         }
         clean &= self.demo_tasks.shutdown(crate::proxy::SHUTDOWN_WAIT).await;
+        clean &= self
+            .status_tasks
+            .shutdown(crate::proxy::SHUTDOWN_WAIT)
+            .await;
         // The accept loops have returned; reap them.
         while self.tasks.join_next().await.is_some() {}
         clean
@@ -276,13 +287,30 @@ pub async fn start(spec: GatewaySpec) -> Result<RunningGateway, StartError> {
         ));
     }
 
+    let status = crate::status::Sources::new(Some(proxy.clone()), endpoints.clone());
+    let status_tasks = TaskScope::new();
+    let status_addr = match spec.status {
+        Some(address) => {
+            let listener = bind(address, "status page").await?;
+            let local = listener.local_addr().unwrap_or(address);
+            info!(url = %format!("http://{local}/"), metrics = %format!("http://{local}/metrics"), "status page listening");
+            let serving = crate::status::serve(listener, status.clone(), status_tasks.clone());
+            tasks.spawn(serving);
+            Some(local)
+        }
+        None => None,
+    };
+
     Ok(RunningGateway {
         proxy,
         endpoints,
         proxy_addrs,
         endpoint_addrs,
         demo_addr,
+        status_addr,
+        status,
         demo_tasks,
+        status_tasks,
         tasks,
     })
 }

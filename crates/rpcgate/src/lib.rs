@@ -20,6 +20,7 @@
 //! - [`framed`]: PDU framing over byte streams and writer tasks.
 //! - [`connect`]: outgoing TCP with happy eyeballs over every address of a name.
 //! - [`ids`]: connection ids for logs.
+//! - [`status`]: the status page, `/metrics` and `/status.json`, and the live list behind them.
 //! - [`tasks`]: task scopes, so that a component can be shut down with every task it spawned.
 //! - [`user_admin`]: `rpcgate user add|remove|list`.
 pub mod auth;
@@ -40,6 +41,7 @@ pub mod proxy;
 pub mod rpc_client;
 pub mod rpch_client;
 pub mod serve;
+pub mod status;
 pub mod tasks;
 pub mod tls;
 pub mod user_admin;

@@ -174,6 +174,7 @@ pub fn spec_from_config(config: &Config) -> anyhow::Result<GatewaySpec> {
         listeners,
         endpoints,
         demo: uses_demo.then_some(config.demo.listen),
+        status: config.status.as_ref().map(|s| s.listen),
     })
 }
 
@@ -204,6 +205,7 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         &config.state_dir,
         config.configurator.is_some(),
     ));
+    let _ = gateway.status.configurator.set(manager.clone());
     let mut configurator = start_configurator(&manager, config.configurator.clone());
     info!(
         "rpcgate is running; try: rpcgate ping https://127.0.0.1:8443 -e localhost:6001 --insecure"

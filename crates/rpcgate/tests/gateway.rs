@@ -21,6 +21,7 @@ async fn start_default_like(tag: &str) -> (RunningGateway, tempdir::TempDir) {
     let text = rpcgate::config::EMBEDDED_DEFAULT
         .replace("127.0.0.1:8443", "127.0.0.1:0")
         .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9180", "127.0.0.1:0")
         .replace(
             "listen = [\"127.0.0.1:6001\", \"[::1]:6001\"]",
             "listen = [\"127.0.0.1:0\"]",
@@ -126,4 +127,127 @@ async fn the_demo_interfaces_are_listed_over_plain_http() {
     let ids = client.mgmt_inq_if_ids().await.unwrap();
     assert!(ids.contains(&rpcgate::demo::mgmt::interface()));
     assert!(ids.contains(&rpcgate::demo::echo::interface()));
+}
+
+/// `GET path` on the status listener; returns the status code and the body.
+async fn status_get(address: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(format!("{method} {path} HTTP/1.1\r\nHost: status\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test]
+async fn the_status_page_and_metrics_show_a_live_virtual_connection_and_its_end() {
+    let (gateway, _dir) = start_default_like("status").await;
+    let status = gateway
+        .status_addr
+        .expect("the default config serves a status page");
+    let proxy: ProxyUrl = format!("http://127.0.0.1:{}", gateway.http_addr().unwrap().port())
+        .parse()
+        .unwrap();
+    let target = format!("localhost:{}", gateway.endpoint_addrs[0][0].port());
+    let transport = open(&proxy, &target, &ClientOptions::default())
+        .await
+        .unwrap();
+    let vc = transport.info.vc.to_string();
+    let mut client = RpcClient::new(transport);
+    client.bind(rpcgate::demo::echo::interface()).await.unwrap();
+    client.echo_data(&[7u8; 10_000]).await.unwrap();
+
+    let (code, page) = status_get(status, "GET", "/").await;
+    assert_eq!(code, 200);
+    for expected in [
+        vc.as_str(),
+        "IN channel",
+        "OUT channel",
+        "virtual connection",
+        "anonymous",
+    ] {
+        assert!(
+            page.contains(expected),
+            "{expected:?} not on the page:\n{page}"
+        );
+    }
+
+    let (code, metrics) = status_get(status, "GET", "/metrics").await;
+    assert_eq!(code, 200);
+    let backend = gateway.demo_addr.unwrap();
+    for expected in [
+        "rpcgate_proxy_channels_active 2".to_owned(),
+        "rpcgate_proxy_channels_total{direction=\"in\"} 1".to_owned(),
+        format!("rpcgate_endpoint_virtual_connections_active{{backend=\"{backend}\"}} 1"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == expected),
+            "{expected:?} not in the metrics:\n{metrics}"
+        );
+    }
+    // Every sample belongs to a family announced by # TYPE.
+    let typed: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for sample in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let name = sample.split(['{', ' ']).next().unwrap();
+        assert!(typed.contains(&name), "{name} has no # TYPE");
+    }
+
+    let (code, json) = status_get(status, "GET", "/status.json").await;
+    assert_eq!(code, 200);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let live = json["live"].as_array().unwrap();
+    assert_eq!(live.len(), 3, "{json}");
+    assert!(live.iter().all(|e| e["vc"] == vc.as_str()));
+    let to_backend = live
+        .iter()
+        .find(|e| e["kind"] == "virtual connection")
+        .unwrap()["bytes_to_server"]
+        .as_u64()
+        .unwrap();
+    assert!(to_backend > 10_000, "{json}");
+
+    assert_eq!(status_get(status, "GET", "/nothing").await.0, 404);
+    assert_eq!(status_get(status, "POST", "/metrics").await.0, 405);
+
+    // The virtual connection ends: it leaves the page and the gauges.
+    drop(client);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, json) = status_get(status, "GET", "/status.json").await;
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        if json["live"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still listed after the client went away: {json}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, metrics) = status_get(status, "GET", "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "rpcgate_proxy_channels_active 0")
+    );
+    assert!(gateway.shutdown().await);
 }

@@ -30,6 +30,7 @@ pub(super) struct File {
     pub endpoint: Vec<Endpoint>,
     #[serde(default)]
     pub demo: Demo,
+    pub status: Option<Status>,
     #[serde(default)]
     pub auth: Auth,
     #[serde(default)]
@@ -213,6 +214,14 @@ pub(super) struct Endpoint {
     pub backend: Spanned<String>,
     pub receive_window: Option<Spanned<Count>>,
     pub setup_timeout_secs: Option<Spanned<Count>>,
+}
+
+/// `[status]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Status {
+    pub listen: Spanned<ListenAddr>,
+    pub allow_remote: Option<bool>,
 }
 
 /// `[demo]`

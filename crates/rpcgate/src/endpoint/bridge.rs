@@ -26,6 +26,7 @@ use super::Endpoint;
 use super::pairing::LegConn;
 use crate::connect::{TCP_KEEPALIVE_IDLE, connect, tune_socket};
 use crate::framed::{PduReader, ReadError, WriterTask, WriterTx, finish_writer, spawn_writer};
+use crate::status::live::{Kind, LiveEntry, LiveGuard, NewEntry};
 
 /// Drives the virtual connection whose first leg is `first`.
 pub async fn drive(
@@ -107,8 +108,19 @@ pub async fn drive(
         };
         tune_socket(&backend_stream, TCP_KEEPALIVE_IDLE);
         endpoint.stats.vcs_opened.fetch_add(1, Ordering::Relaxed);
-        endpoint.stats.vcs_active.fetch_add(1, Ordering::Relaxed);
-        let (live_generation, successors) = endpoint.table.register_live(vc_cookie);
+        let (bridged, successors) = Bridged::open(
+            &endpoint,
+            NewEntry {
+                conn_id: in_leg.conn_id,
+                kind: Kind::VirtualConnection,
+                vc: vc_cookie,
+                peer: in_leg.peer,
+                user: vc
+                    .client_address()
+                    .map_or_else(|| "-".into(), |a| a.to_string()),
+                target: backend.to_string(),
+            },
+        );
         let started = Instant::now();
         let outcome = Bridge::new(
             vc_cookie,
@@ -116,11 +128,11 @@ pub async fn drive(
             out_leg,
             backend_stream,
             endpoint.settings.setup_timeout,
+            bridged.live.entry.clone(),
         )
         .run(&mut vc, successors)
         .await;
-        endpoint.table.forget_live(&vc_cookie, live_generation);
-        endpoint.stats.vcs_active.fetch_sub(1, Ordering::Relaxed);
+        drop(bridged);
         let (in_recycles, out_recycles) = vc.recycles();
         info!(
             seconds = started.elapsed().as_secs_f64(),
@@ -129,6 +141,42 @@ pub async fn drive(
     }
     .instrument(span)
     .await;
+}
+
+/// A virtual connection bridged to the backend: in the live table (successor legs find it
+/// there), counted in `vcs_active` and listed on the status page until dropped, however its
+/// task ends (closed, failed or cancelled by a shutdown).
+struct Bridged {
+    endpoint: Arc<Endpoint>,
+    vc: Cookie,
+    generation: u64,
+    live: LiveGuard,
+}
+
+impl Bridged {
+    fn open(endpoint: &Arc<Endpoint>, entry: NewEntry) -> (Self, mpsc::Receiver<LegConn>) {
+        let vc = entry.vc;
+        endpoint.stats.vcs_active.fetch_add(1, Ordering::Relaxed);
+        let (generation, successors) = endpoint.table.register_live(vc);
+        let live = endpoint.live.register(entry);
+        let bridged = Self {
+            endpoint: endpoint.clone(),
+            vc,
+            generation,
+            live,
+        };
+        (bridged, successors)
+    }
+}
+
+impl Drop for Bridged {
+    fn drop(&mut self) {
+        self.endpoint.table.forget_live(&self.vc, self.generation);
+        self.endpoint
+            .stats
+            .vcs_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 type LegReader = PduReader<OwnedReadHalf>;
@@ -150,6 +198,8 @@ struct Bridge {
     backend_reader: PduReader<OwnedReadHalf>,
     backend_tx: WriterTx,
     backend_task: WriterTask,
+    /// The status page's entry: bytes each way, recyclings.
+    live: Arc<LiveEntry>,
 }
 
 const IN: usize = 0;
@@ -173,6 +223,7 @@ impl Bridge {
         out_leg: LegConn,
         backend: TcpStream,
         retire_grace: std::time::Duration,
+        live: Arc<LiveEntry>,
     ) -> Self {
         let (be_r, be_w) = backend.into_split();
         let (backend_tx, backend_task) = spawn_writer(be_w);
@@ -185,6 +236,7 @@ impl Bridge {
             backend_reader: PduReader::new(be_r, BytesMut::new()),
             backend_tx,
             backend_task,
+            live,
         };
         bridge.add(IN, in_leg);
         bridge.add(OUT, out_leg);
@@ -250,6 +302,7 @@ impl Bridge {
             match self.backend_tx.try_reserve() {
                 Ok(permit) => {
                     if let Some(pdu) = vc.poll_transmit(Dest::Backend, now) {
+                        self.live.add_up(pdu.len());
                         permit.send(pdu);
                         moved = true;
                     }
@@ -316,6 +369,7 @@ impl Bridge {
             }
             ServerEvent::Recycled { leg, r1 } => {
                 info!(leg = ?leg, r1, "channel recycled");
+                self.live.recycled();
                 let (current, next) = match leg {
                     Leg::In => (IN, IN_NEXT),
                     Leg::Out => (OUT, OUT_NEXT),
@@ -360,10 +414,13 @@ impl Bridge {
                 }, if closing_deadline.is_some() => continue,
                 read = self.backend_reader.next(), if wants_backend => {
                     match read {
-                        Ok(Some(pdu)) => match vc.handle_backend_pdu(pdu) {
-                            Ok(()) => continue,
-                            Err(e) => break format!("backend: {e}"),
-                        },
+                        Ok(Some(pdu)) => {
+                            self.live.add_down(pdu.len());
+                            match vc.handle_backend_pdu(pdu) {
+                                Ok(()) => continue,
+                                Err(e) => break format!("backend: {e}"),
+                            }
+                        }
                         Ok(None) => break "the backend closed the connection".into(),
                         Err(e) => break format!("backend: {e}"),
                     }

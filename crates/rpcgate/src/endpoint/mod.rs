@@ -78,6 +78,8 @@ pub struct Endpoint {
     pub stats: EndpointStats,
     /// Every task of this endpoint: listeners, legs, virtual connections and their writers.
     pub tasks: TaskScope,
+    /// Virtual connections bridged now, for the status page.
+    pub live: Arc<crate::status::live::LiveTable>,
 }
 
 impl Endpoint {
@@ -87,6 +89,7 @@ impl Endpoint {
             table: PairingTable::default(),
             stats: EndpointStats::default(),
             tasks: TaskScope::new(),
+            live: Arc::default(),
         })
     }
 

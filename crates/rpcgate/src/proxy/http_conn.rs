@@ -214,7 +214,14 @@ pub async fn serve_connection<S>(
                     return;
                 }
                 let client = SocketAddr::new(client_ip, peer.port());
-                super::inbound::run(proxy, stream, buf, head, target, client, conn_id).await;
+                let request = super::ChannelRequest {
+                    head,
+                    target,
+                    peer: client,
+                    conn_id,
+                    user: identity.name,
+                };
+                super::inbound::run(proxy, stream, buf, request).await;
                 return;
             }
             RequestKind::OutChannel { target } => {
@@ -223,7 +230,14 @@ pub async fn serve_connection<S>(
                     return;
                 }
                 let client = SocketAddr::new(client_ip, peer.port());
-                super::outbound::run(proxy, stream, buf, head, target, client, conn_id).await;
+                let request = super::ChannelRequest {
+                    head,
+                    target,
+                    peer: client,
+                    conn_id,
+                    user: identity.name,
+                };
+                super::outbound::run(proxy, stream, buf, request).await;
                 return;
             }
             other => {

@@ -21,10 +21,11 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::channel_start::{Started, connect_target, start};
 use super::registry::{ClientRead, ClientWrite, Direction, Orphan};
-use super::{Proxy, client_address};
+use super::{ActiveChannel, ChannelRequest, Proxy, client_address};
 use crate::connect::tune_socket;
 use crate::framed::{PduReader, ReadError, finish_writer, spawn_writer};
-use crate::http::{RequestHead, Target, response};
+use crate::http::{Target, response};
+use crate::status::live::{Kind, NewEntry};
 
 /// One client IN request being read.
 struct ClientSide {
@@ -44,17 +45,17 @@ async fn read_client(
 }
 
 /// Runs one IN channel (and its same-proxy successors) to completion.
-pub async fn run<S>(
-    proxy: Arc<Proxy>,
-    stream: S,
-    leftover: BytesMut,
-    head: RequestHead,
-    target: Target,
-    peer: SocketAddr,
-    conn_id: u64,
-) where
+pub async fn run<S>(proxy: Arc<Proxy>, stream: S, leftover: BytesMut, request: ChannelRequest)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let ChannelRequest {
+        head,
+        target,
+        peer,
+        conn_id,
+        user,
+    } = request;
     let span = info_span!("in", target = %target, vc = tracing::field::Empty);
     async move {
         let body_length = head.content_length.unwrap_or(0);
@@ -68,7 +69,7 @@ pub async fn run<S>(
         )
         .await
         {
-            serve_channel(proxy, started, target, peer, conn_id).await;
+            serve_channel(proxy, started, target, peer, conn_id, user).await;
         }
     }
     .instrument(span)
@@ -79,7 +80,15 @@ pub async fn run<S>(
 pub async fn run_orphan(proxy: Arc<Proxy>, orphan: Orphan) {
     let conn_id = orphan.successor.conn_id;
     let started = orphan.successor.into_started();
-    serve_channel(proxy, started, orphan.target, orphan.peer, conn_id).await;
+    serve_channel(
+        proxy,
+        started,
+        orphan.target,
+        orphan.peer,
+        conn_id,
+        orphan.user,
+    )
+    .await;
 }
 
 async fn serve_channel(
@@ -88,6 +97,7 @@ async fn serve_channel(
     target: Target,
     peer: SocketAddr,
     conn_id: u64,
+    user: String,
 ) {
     let Started {
         reader,
@@ -131,9 +141,20 @@ async fn serve_channel(
     }
     info!(server = ?server_addr, client_conn = conn_id, recycled, "IN channel connected to the server");
 
-    let (generation, mut successors) = proxy.channels.register(vc, Direction::In);
+    let (active, mut successors) = ActiveChannel::open(
+        &proxy,
+        Direction::In,
+        NewEntry {
+            conn_id,
+            kind: Kind::InChannel,
+            vc,
+            peer,
+            user: user.clone(),
+            target: target.to_string(),
+        },
+    );
+    let live = active.live.entry.clone();
     let mut registered = true;
-    proxy.stats.channels_active.fetch_add(1, Ordering::Relaxed);
     let (server_r, server_w) = server.into_split();
     let mut server_reader = PduReader::new(server_r, BytesMut::new()).skipping_legacy_greeting();
     let (server_tx, server_task) = spawn_writer(server_w);
@@ -176,6 +197,7 @@ async fn serve_channel(
                         current = next.take();
                     }
                     proxy.stats.in_r2.fetch_add(1, Ordering::Relaxed);
+                    live.recycled();
                     info!("IN channel recycled on this proxy (IN_R2)");
                 }
                 InboundEvent::Finished => finished = true,
@@ -190,7 +212,7 @@ async fn serve_channel(
                 InboundState::Draining | InboundState::Finished
             )
         {
-            proxy.channels.forget(&vc, Direction::In, generation);
+            active.forget();
             registered = false;
         }
         if finished && !machine.has_transmit_to_server() {
@@ -202,6 +224,7 @@ async fn serve_channel(
         tokio::select! {
             (channel, read) = read_client(&mut current), if reading => match read {
                 Ok(Some(pdu)) => {
+                    live.add_up(pdu.len());
                     idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
                     if let Err(e) = machine.handle_client_pdu(channel, pdu) { break format!("client: {e}") }
                 }
@@ -222,6 +245,7 @@ async fn serve_channel(
             // IN_R2: the successor is read too (its RTS PDUs go on at once).
             (channel, read) = read_client(&mut next), if next.is_some() => match read {
                 Ok(Some(pdu)) => {
+                    live.add_up(pdu.len());
                     if let Err(e) = machine.handle_client_pdu(channel, pdu) { break format!("client (successor): {e}") }
                 }
                 Ok(None) => break "the client closed its successor IN channel".into(),
@@ -246,7 +270,7 @@ async fn serve_channel(
                     // We were finishing as it arrived: it runs on its own, as an IN_R1
                     // successor would.
                     info!(successor_conn = successor.conn_id, "IN successor not attached here ({e}); running it on its own");
-                    proxy.channels.adopt(Orphan { successor, direction: Direction::In, target: target.clone(), peer });
+                    proxy.channels.adopt(Orphan { successor, direction: Direction::In, target: target.clone(), peer, user: user.clone() });
                     continue;
                 }
                 info!(successor_conn = successor.conn_id, "IN channel successor attached (IN_R2)");
@@ -269,8 +293,7 @@ async fn serve_channel(
             }
         }
     };
-    proxy.channels.forget(&vc, Direction::In, generation);
-    proxy.stats.channels_active.fetch_sub(1, Ordering::Relaxed);
+    drop(active);
     drop(server_tx);
     finish_writer(server_task).await;
     if let Some(side) = current {

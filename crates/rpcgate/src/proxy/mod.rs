@@ -25,6 +25,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::connect::{TCP_KEEPALIVE_IDLE, tune_socket};
 use crate::http::Target;
 use crate::ids::next_conn_id;
+use crate::status::live::{LiveGuard, LiveTable, NewEntry};
 use crate::tasks::TaskScope;
 use crate::valid_ports::ValidPorts;
 
@@ -98,6 +99,8 @@ pub struct Proxy {
     pub channels: registry::ChannelTable,
     /// Every task of this proxy: listeners, connections, channels and their writers.
     pub tasks: TaskScope,
+    /// Channels running now, for the status page.
+    pub live: Arc<LiveTable>,
 }
 
 /// Per-listener policy.
@@ -149,6 +152,7 @@ impl Proxy {
             stats: ProxyStats::default(),
             channels: registry::ChannelTable::default(),
             tasks: TaskScope::new(),
+            live: Arc::default(),
             settings,
         })
     }
@@ -189,6 +193,72 @@ impl Proxy {
                 .fetch_add(1, Ordering::Relaxed);
         }
         allowed
+    }
+}
+
+/// An `RPC_IN_DATA` / `RPC_OUT_DATA` channel request that passed authentication and
+/// authorization, as the channel drivers ([`inbound::run`], [`outbound::run`]) take it.
+#[derive(Debug)]
+pub struct ChannelRequest {
+    pub head: crate::http::RequestHead,
+    pub target: crate::http::Target,
+    /// The client (from `X-Forwarded-For` behind a trusted load balancer).
+    pub peer: SocketAddr,
+    /// The HTTP connection's id (`conn=` in the logs).
+    pub conn_id: u64,
+    /// The authenticated user (`anonymous` without credentials).
+    pub user: String,
+}
+
+/// A channel running on this proxy, from its server leg's connection to its end: registered
+/// for same-proxy recycling, counted in `channels_active` and listed on the status page until
+/// dropped, however the channel's task ends (closed, failed or cancelled by a shutdown).
+#[derive(Debug)]
+pub struct ActiveChannel {
+    proxy: Arc<Proxy>,
+    vc: rpch_proto::Cookie,
+    direction: registry::Direction,
+    generation: u64,
+    pub live: LiveGuard,
+}
+
+impl ActiveChannel {
+    /// Registers the channel; successors for it arrive on the returned receiver.
+    pub fn open(
+        proxy: &Arc<Proxy>,
+        direction: registry::Direction,
+        entry: NewEntry,
+    ) -> (Self, tokio::sync::mpsc::Receiver<registry::Successor>) {
+        let vc = entry.vc;
+        let (generation, successors) = proxy.channels.register(vc, direction);
+        proxy.stats.channels_active.fetch_add(1, Ordering::Relaxed);
+        let live = proxy.live.register(entry);
+        let channel = Self {
+            proxy: proxy.clone(),
+            vc,
+            direction,
+            generation,
+            live,
+        };
+        (channel, successors)
+    }
+
+    /// Leaves the recycling table early (a draining predecessor: a new successor reaching
+    /// this proxy must start afresh, not be handed to it). Idempotent.
+    pub fn forget(&self) {
+        self.proxy
+            .channels
+            .forget(&self.vc, self.direction, self.generation);
+    }
+}
+
+impl Drop for ActiveChannel {
+    fn drop(&mut self) {
+        self.forget();
+        self.proxy
+            .stats
+            .channels_active
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -21,12 +21,13 @@ use rpch_proto::outbound::{
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::Proxy;
 use super::channel_start::{Started, connect_target, start};
 use super::registry::{ClientRead, Direction, Orphan};
+use super::{ActiveChannel, ChannelRequest, Proxy};
 use crate::connect::{TCP_KEEPALIVE_IDLE, tune_socket};
 use crate::framed::{PduReader, WriterTask, WriterTx, finish_writer, spawn_writer};
-use crate::http::{RequestHead, Target, response};
+use crate::http::{Target, response};
+use crate::status::live::{Kind, NewEntry};
 
 /// What reading a client OUT request can yield: body PDUs, then only its end.
 enum ClientRead_ {
@@ -74,17 +75,17 @@ async fn read_side(id: ChannelId, side: Option<&mut ClientSide>) -> (ChannelId, 
 }
 
 /// Runs one OUT channel (and its same-proxy successors) to completion.
-pub async fn run<S>(
-    proxy: Arc<Proxy>,
-    stream: S,
-    leftover: BytesMut,
-    head: RequestHead,
-    target: Target,
-    _peer: SocketAddr,
-    conn_id: u64,
-) where
+pub async fn run<S>(proxy: Arc<Proxy>, stream: S, leftover: BytesMut, request: ChannelRequest)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let ChannelRequest {
+        head,
+        target,
+        peer,
+        conn_id,
+        user,
+    } = request;
     let span = info_span!("out", target = %target, vc = tracing::field::Empty);
     let settings = proxy.settings.clone();
     async move {
@@ -110,6 +111,8 @@ pub async fn run<S>(
                 connection_timeout_ms,
                 target,
                 conn_id,
+                peer,
+                user,
             };
             channel.serve(started).await;
         }
@@ -125,6 +128,8 @@ pub async fn run_orphan(proxy: Arc<Proxy>, orphan: Orphan) {
         proxy,
         target: orphan.target,
         conn_id: orphan.successor.conn_id,
+        peer: orphan.peer,
+        user: orphan.user,
     };
     channel.serve(orphan.successor.into_started()).await;
 }
@@ -134,6 +139,9 @@ struct Channel {
     connection_timeout_ms: u32,
     target: Target,
     conn_id: u64,
+    /// The client and its user, for the status page.
+    peer: SocketAddr,
+    user: String,
 }
 
 impl Channel {
@@ -148,6 +156,8 @@ impl Channel {
             connection_timeout_ms,
             target,
             conn_id,
+            peer,
+            user,
         } = self;
         let settings = proxy.settings.clone();
         let first_channel = ChannelId(conn_id);
@@ -182,9 +192,20 @@ impl Channel {
         }
         info!(server = ?server_addr, client_conn = conn_id, recycled, "OUT channel connected to the server");
 
-        let (generation, mut successors) = proxy.channels.register(vc, Direction::Out);
+        let (active, mut successors) = ActiveChannel::open(
+            &proxy,
+            Direction::Out,
+            NewEntry {
+                conn_id,
+                kind: Kind::OutChannel,
+                vc,
+                peer,
+                user: user.clone(),
+                target: target.to_string(),
+            },
+        );
+        let live = active.live.entry.clone();
         let mut registered = true;
-        proxy.stats.channels_active.fetch_add(1, Ordering::Relaxed);
         let (server_r, server_w) = server.into_split();
         let mut server_reader =
             PduReader::new(server_r, BytesMut::new()).skipping_legacy_greeting();
@@ -233,6 +254,7 @@ impl Channel {
                                 crate::tasks::spawn(finish_writer(side.task));
                             }
                             proxy.stats.out_r2.fetch_add(1, Ordering::Relaxed);
+                            live.recycled();
                             info!("OUT channel recycled on this proxy (OUT_R2)");
                         }
                         OutboundEvent::Finished => finished = true,
@@ -288,7 +310,7 @@ impl Channel {
                     OutboundState::Draining | OutboundState::Finished
                 )
             {
-                proxy.channels.forget(&vc, Direction::Out, generation);
+                active.forget();
                 registered = false;
             }
             if finished
@@ -311,6 +333,7 @@ impl Channel {
             tokio::select! {
                 read = server_reader.next(), if server_open && machine.wants_server_data() => match read {
                     Ok(Some(pdu)) => {
+                        live.add_down(pdu.len());
                         crate::framed::log_rts("from server", &pdu);
                         idle_deadline = tokio::time::Instant::now() + settings.idle_timeout;
                         if let Err(e) = machine.handle_server_pdu(pdu) { break format!("server: {e}") }
@@ -358,7 +381,8 @@ impl Channel {
                             successor,
                             direction: Direction::Out,
                             target: target.clone(),
-                            peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                            peer,
+                            user: user.clone(),
                         });
                         continue;
                     }
@@ -402,8 +426,7 @@ impl Channel {
                 }
             }
         };
-        proxy.channels.forget(&vc, Direction::Out, generation);
-        proxy.stats.channels_active.fetch_sub(1, Ordering::Relaxed);
+        drop(active);
         drop(server_tx);
         finish_writer(server_task).await;
         for (_, side) in sides {

@@ -51,6 +51,8 @@ pub struct Orphan {
     pub direction: Direction,
     pub target: crate::http::Target,
     pub peer: std::net::SocketAddr,
+    /// The user its predecessor was authenticated as.
+    pub user: String,
 }
 
 /// Channels running on this proxy instance.
