@@ -14,10 +14,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 16 * 1024;
-/// Bytes a writer gathers before flushing.
-const WRITE_BUFFER: usize = 64 * 1024;
+/// Bytes asked of the socket per read at first, and the most asked when reads keep filling
+/// the buffer (bulk transfer). Starting small keeps an idle connection's reader at a few KiB:
+/// a gateway holds thousands of them, each mostly carrying pings.
+const READ_MIN: usize = 2 * 1024;
+const READ_MAX: usize = 64 * 1024;
+/// An empty read buffer larger than this is given back rather than kept for the next read.
+const READ_KEEP: usize = 8 * 1024;
+/// Bytes (and buffers) a writer gathers into one write.
+const WRITE_BATCH: usize = 256 * 1024;
+const WRITE_BATCH_BUFFERS: usize = 64;
 
 /// Why a PDU stream ended or failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +50,8 @@ pub struct PduReader<R> {
     body_length: u64,
     skip_greeting: bool,
     bytes_read: u64,
+    /// Bytes the next read asks for: doubles while reads fill it, halves when they do not.
+    read_size: usize,
 }
 
 impl<R: AsyncRead + Unpin> PduReader<R> {
@@ -56,6 +64,7 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
             body_length: 0,
             skip_greeting: false,
             bytes_read: 0,
+            read_size: READ_MIN,
         }
     }
 
@@ -124,8 +133,19 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
 
     /// Reads more bytes; false on EOF.
     async fn fill(&mut self) -> Result<bool, ReadError> {
-        self.buf.reserve(READ_CHUNK);
+        if self.buf.is_empty() && self.buf.capacity() > READ_KEEP {
+            // Everything read was handed out: let the allocation go with those PDUs rather
+            // than pin it to a connection that may now sit idle for hours.
+            self.buf = BytesMut::new();
+        }
+        self.buf.reserve(self.read_size);
+        let room = self.buf.capacity() - self.buf.len();
         let n = self.inner.read_buf(&mut self.buf).await?;
+        if n >= room {
+            self.read_size = (self.read_size * 2).min(READ_MAX);
+        } else if n < self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(READ_MIN);
+        }
         Ok(n > 0)
     }
 
@@ -163,6 +183,9 @@ pub type WriterTask = JoinHandle<Option<std::io::Result<u64>>>;
 /// Spawns a task that writes everything sent to the returned sender, in order, then shuts the
 /// stream down when the sender is dropped. The task ends early on a write error; senders then
 /// see a closed channel. It belongs to the calling task's scope ([`crate::tasks`]).
+///
+/// Whatever is already queued goes out in one vectored write (no copy), or, on a stream that
+/// cannot write vectors, copied into one buffer: fewer syscalls and TLS records either way.
 pub fn spawn_writer<W>(mut writer: W) -> (WriterTx, WriterTask)
 where
     W: AsyncWrite + Unpin + Send + 'static,
@@ -170,25 +193,75 @@ where
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITER_QUEUE);
     let task = crate::tasks::spawn(async move {
         let mut written = 0u64;
-        let mut batch = BytesMut::with_capacity(WRITE_BUFFER);
+        let mut queue: Vec<Bytes> = Vec::new();
+        let mut copy = BytesMut::new();
+        let vectored = writer.is_write_vectored();
         while let Some(first) = rx.recv().await {
-            // Coalesce what is already queued into one write: fewer syscalls and TLS records.
-            batch.extend_from_slice(&first);
-            while batch.len() < WRITE_BUFFER {
+            let mut queued = first.len();
+            queue.push(first);
+            while queued < WRITE_BATCH && queue.len() < WRITE_BATCH_BUFFERS {
                 match rx.try_recv() {
-                    Ok(more) => batch.extend_from_slice(&more),
+                    Ok(more) => {
+                        queued += more.len();
+                        queue.push(more);
+                    }
                     Err(_) => break,
                 }
             }
-            writer.write_all(&batch).await?;
+            if vectored || queue.len() == 1 {
+                write_all_vectored(&mut writer, &mut queue).await?;
+            } else {
+                for bytes in queue.drain(..) {
+                    copy.extend_from_slice(&bytes);
+                }
+                writer.write_all(&copy).await?;
+                copy = BytesMut::new();
+            }
             writer.flush().await?;
-            written += batch.len() as u64;
-            batch.clear();
+            written += queued as u64;
+            queue.clear();
         }
         let _ = writer.shutdown().await;
         Ok(written)
     });
     (tx, task)
+}
+
+/// Writes every buffer of `bufs`, in order, with as few vectored writes as the stream takes.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bufs: &mut [Bytes],
+) -> std::io::Result<()> {
+    let mut first = 0;
+    loop {
+        while bufs.get(first).is_some_and(Bytes::is_empty) {
+            first += 1;
+        }
+        let mut slices = [std::io::IoSlice::new(&[]); WRITE_BATCH_BUFFERS];
+        let mut count = 0;
+        for (slot, buf) in slices.iter_mut().zip(bufs.iter().skip(first)) {
+            *slot = std::io::IoSlice::new(buf);
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        let mut n = writer
+            .write_vectored(slices.get(..count).unwrap_or_default())
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while let Some(head) = bufs.get_mut(first) {
+            if n >= head.len() {
+                n -= head.len();
+                first += 1;
+            } else {
+                bytes::Buf::advance(head, n);
+                break;
+            }
+        }
+    }
 }
 
 /// Logs an RTS PDU by name at debug level, with `direction` (RPC PDUs are too many to log):
@@ -288,5 +361,64 @@ mod tests {
                 .enumerate()
                 .all(|(i, c)| c.iter().all(|&x| x == i as u8))
         );
+    }
+
+    /// Accepts at most 7 bytes per write, vectored or not, and records them.
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(7);
+            self.0.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let mut budget = 7;
+            for buf in bufs {
+                let n = buf.len().min(budget);
+                self.0.extend_from_slice(&buf[..n]);
+                budget -= n;
+            }
+            std::task::Poll::Ready(Ok(7 - budget))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_survive_partial_writes_and_empty_buffers() {
+        let mut bufs: Vec<Bytes> = vec![
+            Bytes::new(),
+            Bytes::from_static(b"abc"),
+            Bytes::from_static(b"defghijklmnop"),
+            Bytes::new(),
+            Bytes::from_static(b"q"),
+            Bytes::from(vec![b'z'; 100]),
+        ];
+        let expected: Vec<u8> = bufs.iter().flat_map(|b| b.to_vec()).collect();
+        let mut out = Trickle(Vec::new());
+        write_all_vectored(&mut out, &mut bufs).await.unwrap();
+        assert_eq!(out.0, expected);
     }
 }
