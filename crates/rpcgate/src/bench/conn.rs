@@ -470,6 +470,14 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Keep-alive pings the proxy sent on this virtual connection (0 for ncacn_ip_tcp).
+    pub fn pings_received(&self) -> u64 {
+        match &self.rx {
+            Rx::Http(transport) => transport.stats.pings_received.load(Ordering::Relaxed),
+            Rx::Tcp(_) => 0,
+        }
+    }
+
     /// One call, waiting for its answer.
     pub async fn call_once(&mut self, call: &Call, timeout: Duration) -> Result<(), String> {
         let (call_id, fragments) = self.requests.next(call);

@@ -352,6 +352,7 @@ impl Run<'_> {
         let rss_after = system::total_rss(&pids);
         let client_after = system::own_rss();
         let held = conns.len() as u64;
+        let pings_received = conns.iter().map(Conn::pings_received).sum();
 
         self.progress.stage("one call on every connection", None);
         let slots = Arc::new(Semaphore::new(args.open_concurrency));
@@ -390,6 +391,7 @@ impl Run<'_> {
             alive,
             hold_s: args.hold.as_secs_f64(),
             ramp_s,
+            pings_received,
             gateway_pids: pids,
             rss_before,
             rss_open,

@@ -87,6 +87,8 @@ pub struct IdleOutcome {
     pub hold_s: f64,
     /// Seconds to open them all.
     pub ramp_s: f64,
+    /// Keep-alive pings received from the proxy during the hold, over all connections.
+    pub pings_received: u64,
     /// The processes measured (the gateway's, or the relay's, or the server's).
     pub gateway_pids: Vec<u32>,
     /// Their RSS before the connections opened, after the ramp and after the hold, bytes.
@@ -208,6 +210,11 @@ impl Outcome {
                         out,
                         "  held         {} connections for {:.0} s (opened in {:.1} s); {} answered a call afterwards",
                         idle.held, idle.hold_s, idle.ramp_s, idle.alive
+                    );
+                    let _ = writeln!(
+                        out,
+                        "  keep-alive   {} pings received from the proxy",
+                        idle.pings_received
                     );
                     let _ = writeln!(
                         out,

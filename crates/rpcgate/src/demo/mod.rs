@@ -87,6 +87,7 @@ pub async fn run_standalone(
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let listener = TcpListener::bind(address)
         .await
