@@ -139,6 +139,10 @@ pub struct ProxyConfig {
     pub idle_timeout: Duration,
     /// `max_connections`: open client connections (TCP) at most. 1..=1000000, default 20000.
     pub max_connections: usize,
+    /// `in_process_endpoints` (default true): a channel whose target is an endpoint of this
+    /// same process reaches it over an in-memory pipe instead of loopback TCP (ValidPorts
+    /// applies exactly as before). `false` forces TCP, for comparison or debugging.
+    pub in_process_endpoints: bool,
     /// `[[proxy.listener]]`: where the proxy accepts clients. None: the proxy does not run.
     pub listeners: Vec<ListenerConfig>,
 }
@@ -572,6 +576,7 @@ impl Ctx<'_> {
                 MAX_CONNECTIONS_RANGE,
             )?)
             .unwrap_or(usize::MAX),
+            in_process_endpoints: proxy.in_process_endpoints.unwrap_or(true),
             listeners: proxy
                 .listener
                 .iter()

@@ -67,6 +67,8 @@ pub struct GatewaySpec {
     pub demo: Option<SocketAddr>,
     /// Address of the status page and metrics, if they are served.
     pub status: Option<SocketAddr>,
+    /// The proxy reaches this gateway's own endpoints over in-memory pipes.
+    pub in_process_endpoints: bool,
 }
 
 /// Why a gateway did not start.
@@ -263,6 +265,13 @@ pub async fn start(spec: GatewaySpec) -> Result<RunningGateway, StartError> {
     }
 
     let proxy = Proxy::new(spec.proxy, spec.valid_ports);
+    if spec.in_process_endpoints {
+        for (endpoint, addresses) in endpoints.iter().zip(&endpoint_addrs) {
+            for address in addresses {
+                proxy.local_endpoints.add(*address, endpoint.clone());
+            }
+        }
+    }
     info!(valid_ports = %proxy.valid_ports(), "ValidPorts");
     let mut proxy_addrs = Vec::new();
     for listener_spec in spec.listeners {

@@ -20,6 +20,7 @@
 //! - [`framed`]: PDU framing over byte streams and writer tasks.
 //! - [`connect`]: outgoing TCP with happy eyeballs over every address of a name.
 //! - [`ids`]: connection ids for logs.
+//! - [`leg_stream`]: proxy-to-endpoint connections: TCP, or in process when both run here.
 //! - [`status`]: the status page, `/metrics` and `/status.json`, and the live list behind them.
 //! - [`tasks`]: task scopes, so that a component can be shut down with every task it spawned.
 //! - [`user_admin`]: `rpcgate user add|remove|list`.
@@ -36,6 +37,7 @@ pub mod framed;
 pub mod gateway;
 pub mod http;
 pub mod ids;
+pub mod leg_stream;
 pub mod ping;
 pub mod proxy;
 pub mod rpc_client;

@@ -169,6 +169,7 @@ pub fn spec_from_config(config: &Config) -> anyhow::Result<GatewaySpec> {
         })
         .collect();
     Ok(GatewaySpec {
+        in_process_endpoints: proxy.in_process_endpoints,
         proxy: settings,
         valid_ports: proxy.valid_ports.clone(),
         listeners,
@@ -198,6 +199,13 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     init_logging(&config.log.level);
     info!(config = %config.source, state_dir = %config.state_dir.display(), "rpcgate {} starting", env!("CARGO_PKG_VERSION"));
     let spec = spec_from_config(&config)?;
+    // Each client connection may pair with a server-side socket (and an endpoint's legs and
+    // backend connection): ask for room for twice max_connections.
+    let wanted = (config.proxy.max_connections as u64).saturating_mul(2);
+    match crate::bench::system::raise_fd_limit(wanted) {
+        (limit, None) => info!(limit, "file descriptor limit"),
+        (limit, Some(short)) => warn!(limit, "file descriptor limit: {short}"),
+    }
     let mut gateway = start(spec).await?;
     let manager = Arc::new(Manager::new(
         Some(gateway.proxy.clone()),

@@ -17,8 +17,17 @@ use rpcgate::rpch_client::{ClientOptions, ProxyUrl, open};
 
 /// The embedded default, moved to free ports and a temporary state directory.
 async fn start_default_like(tag: &str) -> (RunningGateway, tempdir::TempDir) {
+    start_default_like_with(tag, "").await
+}
+
+/// The same, with `proxy_keys` added to the `[proxy]` section.
+async fn start_default_like_with(
+    tag: &str,
+    proxy_keys: &str,
+) -> (RunningGateway, tempdir::TempDir) {
     let dir = tempdir::TempDir::new(tag);
     let text = rpcgate::config::EMBEDDED_DEFAULT
+        .replace("[proxy]\n", &format!("[proxy]\n{proxy_keys}\n"))
         .replace("127.0.0.1:8443", "127.0.0.1:0")
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:9180", "127.0.0.1:0")
@@ -250,4 +259,40 @@ async fn the_status_page_and_metrics_show_a_live_virtual_connection_and_its_end(
             .any(|l| l == "rpcgate_proxy_channels_active 0")
     );
     assert!(gateway.shutdown().await);
+}
+
+#[tokio::test]
+async fn the_proxy_reaches_its_own_endpoint_in_process_and_calls_work_both_ways() {
+    // In process (the default) and over loopback TCP (in_process_endpoints = false): the
+    // same calls, the same answers; only the leg between proxy and endpoint differs.
+    for in_process in [true, false] {
+        let (gateway, _dir) = if in_process {
+            start_default_like("inproc").await
+        } else {
+            start_default_like_with("tcp", "in_process_endpoints = false").await
+        };
+        let proxy: ProxyUrl = format!("http://127.0.0.1:{}", gateway.http_addr().unwrap().port())
+            .parse()
+            .unwrap();
+        let target = format!("localhost:{}", gateway.endpoint_addrs[0][0].port());
+        let transport = open(&proxy, &target, &ClientOptions::default())
+            .await
+            .unwrap();
+        let mut client = RpcClient::new(transport);
+        client.bind(rpcgate::demo::echo::interface()).await.unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        assert!(client.echo_data(&data).await.unwrap() == data);
+        let legs = gateway
+            .proxy
+            .stats
+            .in_process_legs
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            legs,
+            if in_process { 2 } else { 0 },
+            "in_process={in_process}"
+        );
+        drop(client);
+        assert!(gateway.shutdown().await);
+    }
 }

@@ -89,6 +89,7 @@ pub(super) struct Proxy {
     pub handshake_timeout_secs: Option<Spanned<Count>>,
     pub idle_timeout_secs: Option<Spanned<Count>>,
     pub max_connections: Option<Spanned<Count>>,
+    pub in_process_endpoints: Option<bool>,
     #[serde(default)]
     pub listener: Vec<Listener>,
 }

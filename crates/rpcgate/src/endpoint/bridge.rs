@@ -179,7 +179,7 @@ impl Drop for Bridged {
     }
 }
 
-type LegReader = PduReader<OwnedReadHalf>;
+type LegReader = PduReader<crate::leg_stream::LegRead>;
 
 /// A reader slot: which leg it reads, if any.
 type Slot = Option<(LegId, LegReader)>;

@@ -18,12 +18,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rpch_proto::server::{FirstPdu, LEGACY_GREETING, Leg, classify_first_pdu};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::connect::{TCP_KEEPALIVE_IDLE, tune_socket};
+use crate::connect::TCP_KEEPALIVE_IDLE;
 use crate::framed::PduReader;
 use crate::ids::next_conn_id;
+use crate::leg_stream::{LOCAL_PIPE_BUFFER, LegStream};
 use crate::tasks::TaskScope;
 use pairing::{Arrival, LegConn, PairingTable};
 
@@ -93,6 +94,26 @@ impl Endpoint {
         })
     }
 
+    /// A leg from a proxy of this process, over an in-memory pipe instead of TCP
+    /// ([`crate::leg_stream`]): served exactly like one accepted on `address`, the
+    /// listening address the proxy resolved its target to. Returns the proxy's end.
+    pub fn accept_local(self: &Arc<Self>, address: SocketAddr) -> LegStream {
+        let (proxy_end, endpoint_end) = tokio::io::duplex(LOCAL_PIPE_BUFFER);
+        let conn_id = next_conn_id();
+        self.stats.legs_accepted.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("leg", conn = conn_id, peer = "in-process");
+        let stream = LegStream::Local {
+            pipe: endpoint_end,
+            endpoint: address,
+        };
+        self.tasks
+            .spawn(handle_leg(self.clone(), stream, address, conn_id).instrument(span));
+        LegStream::Local {
+            pipe: proxy_end,
+            endpoint: address,
+        }
+    }
+
     /// Stops the endpoint: its listeners stop accepting and every leg and backend connection
     /// is closed at once. Returns when the last task has ended, or after
     /// [`crate::proxy::SHUTDOWN_WAIT`] with `false`.
@@ -137,19 +158,19 @@ async fn accept_loop(listener: TcpListener, endpoint: Arc<Endpoint>) {
         let conn_id = next_conn_id();
         endpoint.stats.legs_accepted.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("leg", conn = conn_id, peer = %peer);
-        endpoint
-            .tasks
-            .spawn(handle_leg(endpoint.clone(), stream, peer, conn_id).instrument(span));
+        endpoint.tasks.spawn(
+            handle_leg(endpoint.clone(), LegStream::Tcp(stream), peer, conn_id).instrument(span),
+        );
     }
 }
 
 async fn handle_leg(
     endpoint: Arc<Endpoint>,
-    mut stream: TcpStream,
+    mut stream: LegStream,
     peer: SocketAddr,
     conn_id: u64,
 ) {
-    tune_socket(&stream, TCP_KEEPALIVE_IDLE);
+    stream.tune(TCP_KEEPALIVE_IDLE);
     // The legacy response, in one write and before anything else (impacket's direct
     // ncacn_http mode compares one recv() with it).
     if let Err(e) = stream.write_all(LEGACY_GREETING).await {

@@ -16,13 +16,12 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use rpch_proto::Cookie;
 use rpch_proto::server::{FirstPdu, Leg};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 /// One accepted proxy leg, after its first PDU.
 #[derive(Debug)]
 pub struct LegConn {
-    pub stream: TcpStream,
+    pub stream: crate::leg_stream::LegStream,
     /// Bytes read past the first PDU.
     pub leftover: BytesMut,
     pub first: FirstPdu,

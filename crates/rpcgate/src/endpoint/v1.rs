@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use super::Endpoint;
@@ -16,7 +15,7 @@ use crate::connect::{TCP_KEEPALIVE_IDLE, connect, tune_socket};
 /// Relays one v1 connection to the backend until either side closes.
 pub async fn relay(
     endpoint: Arc<Endpoint>,
-    mut client: TcpStream,
+    mut client: crate::leg_stream::LegStream,
     first: Bytes,
     leftover: BytesMut,
 ) {

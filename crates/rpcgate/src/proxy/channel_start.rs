@@ -10,14 +10,14 @@ use bytes::{Bytes, BytesMut};
 use rpch_proto::Cookie;
 use rpch_proto::rts::{RtsCommand as C, RtsPdu, flags};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Proxy;
 use super::registry::{ClientRead, ClientWrite, Direction, Successor};
-use crate::connect::connect;
+use crate::connect::{connect_addrs, resolve};
 use crate::framed::PduReader;
 use crate::http::{Target, response};
+use crate::leg_stream::LegStream;
 
 /// A channel request that is to be served here: its body reader (positioned after the first
 /// PDU), its response writer and its first PDU.
@@ -136,19 +136,37 @@ where
     }
 }
 
-/// Connects to the target once ValidPorts allows it (checked before any name resolution).
-/// On refusal or failure answers `503 RPC Error: 6ba` on the client connection and returns
-/// `None`.
+/// Connects to the target once ValidPorts allows it (checked before any name resolution):
+/// over an in-memory pipe when an address of the target is an endpoint of this process
+/// ([`crate::leg_stream`]), over TCP (every address, happy eyeballs) otherwise. On refusal or
+/// failure answers `503 RPC Error: 6ba` on the client connection and returns `None`.
 pub(crate) async fn connect_target<W: AsyncWrite + Unpin>(
     proxy: &Proxy,
     target: &Target,
     client: &mut W,
-) -> Option<TcpStream> {
+) -> Option<LegStream> {
     if !proxy.check_target(target) {
         warn!("refused: {target} is not allowed by ValidPorts");
     } else {
-        match connect(&target.host, target.port, proxy.settings.connect_timeout).await {
-            Ok(connected) => return Some(connected.stream),
+        let timeout = proxy.settings.connect_timeout;
+        let connected = match resolve(&target.host, target.port).await {
+            Ok(addrs) => {
+                let local = addrs
+                    .iter()
+                    .find_map(|a| proxy.local_endpoints.find(*a).map(|e| (*a, e)));
+                match local {
+                    Some((address, endpoint)) => {
+                        debug!(%address, "the target is an endpoint of this process: in-process leg");
+                        proxy.stats.in_process_legs.fetch_add(1, Ordering::Relaxed);
+                        return Some(endpoint.accept_local(address));
+                    }
+                    None => connect_addrs(&target.host, target.port, &addrs, timeout).await,
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match connected {
+            Ok(connected) => return Some(LegStream::Tcp(connected.stream)),
             Err(e) => {
                 proxy
                     .stats

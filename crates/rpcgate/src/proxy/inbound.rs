@@ -22,7 +22,6 @@ use tracing::{Instrument, info, info_span, warn};
 use super::channel_start::{Started, connect_target, start};
 use super::registry::{ClientRead, ClientWrite, Direction, Orphan};
 use super::{ActiveChannel, ChannelRequest, Proxy, client_address};
-use crate::connect::tune_socket;
 use crate::framed::{PduReader, ReadError, finish_writer, spawn_writer};
 use crate::http::{Target, response};
 use crate::status::live::{Kind, NewEntry};
@@ -133,13 +132,13 @@ async fn serve_channel(
     let Some(server) = connect_target(&proxy, &target, &mut client_w).await else {
         return;
     };
-    tune_socket(&server, Duration::from_millis(client_keepalive_ms.into()));
-    let server_addr = server.peer_addr().ok();
+    server.tune(Duration::from_millis(client_keepalive_ms.into()));
+    let server_addr = server.peer_addr();
     machine.server_connected(client_address(peer));
     if recycled {
         proxy.stats.in_r1.fetch_add(1, Ordering::Relaxed);
     }
-    info!(server = ?server_addr, client_conn = conn_id, recycled, "IN channel connected to the server");
+    info!(server = ?server_addr, in_process = server.is_local(), client_conn = conn_id, recycled, "IN channel connected to the server");
 
     let (active, mut successors) = ActiveChannel::open(
         &proxy,

@@ -85,6 +85,8 @@ pub struct ProxyStats {
     /// OUT channels whose client never acknowledged a full window: its window became advisory
     /// (Samba's client; see docs/flow-control.md).
     pub out_window_advisory: AtomicU64,
+    /// Channels connected to an endpoint of this process over an in-memory pipe.
+    pub in_process_legs: AtomicU64,
 }
 
 /// The proxy: settings, the live allow-list and counters.
@@ -101,6 +103,8 @@ pub struct Proxy {
     pub tasks: TaskScope,
     /// Channels running now, for the status page.
     pub live: Arc<LiveTable>,
+    /// Endpoints of this process, reached over in-memory pipes instead of TCP.
+    pub local_endpoints: crate::leg_stream::LocalEndpoints,
 }
 
 /// Per-listener policy.
@@ -153,6 +157,7 @@ impl Proxy {
             channels: registry::ChannelTable::default(),
             tasks: TaskScope::new(),
             live: Arc::default(),
+            local_endpoints: crate::leg_stream::LocalEndpoints::default(),
             settings,
         })
     }

@@ -24,7 +24,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::channel_start::{Started, connect_target, start};
 use super::registry::{ClientRead, Direction, Orphan};
 use super::{ActiveChannel, ChannelRequest, Proxy};
-use crate::connect::{TCP_KEEPALIVE_IDLE, tune_socket};
+use crate::connect::TCP_KEEPALIVE_IDLE;
 use crate::framed::{PduReader, WriterTask, WriterTx, finish_writer, spawn_writer};
 use crate::http::{Target, response};
 use crate::status::live::{Kind, NewEntry};
@@ -184,13 +184,13 @@ impl Channel {
         let Some(server) = connect_target(&proxy, &target, &mut client_w).await else {
             return;
         };
-        tune_socket(&server, TCP_KEEPALIVE_IDLE);
-        let server_addr = server.peer_addr().ok();
+        server.tune(TCP_KEEPALIVE_IDLE);
+        let server_addr = server.peer_addr();
         machine.server_connected();
         if recycled {
             proxy.stats.out_r1.fetch_add(1, Ordering::Relaxed);
         }
-        info!(server = ?server_addr, client_conn = conn_id, recycled, "OUT channel connected to the server");
+        info!(server = ?server_addr, in_process = server.is_local(), client_conn = conn_id, recycled, "OUT channel connected to the server");
 
         let (active, mut successors) = ActiveChannel::open(
             &proxy,

@@ -110,7 +110,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             &mut out,
             "rpcgate_proxy_echo_requests_total",
             "counter",
-            "Echo (RPC_IN_DATA/RPC_OUT_DATA with a short body) requests answered.",
+            "Echo requests answered (the probe clients send before opening channels).",
             get(&s.echo_requests),
         );
         let mut f = Family::new(
@@ -197,6 +197,13 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "counter",
             "OUT channels whose client never acknowledged a full window.",
             get(&s.out_window_advisory),
+        );
+        single(
+            &mut out,
+            "rpcgate_proxy_in_process_legs_total",
+            "counter",
+            "Channels connected to an endpoint of this process over an in-memory pipe.",
+            get(&s.in_process_legs),
         );
     }
 
