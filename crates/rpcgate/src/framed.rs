@@ -20,10 +20,10 @@ use tokio::task::JoinHandle;
 const READ_MIN: usize = 2 * 1024;
 const READ_MAX: usize = 64 * 1024;
 /// An empty read buffer larger than this is given back rather than kept for the next read.
-const READ_KEEP: usize = 8 * 1024;
+const READ_KEEP: usize = READ_MIN;
 /// Bytes (and buffers) a writer gathers into one write.
 const WRITE_BATCH: usize = 256 * 1024;
-const WRITE_BATCH_BUFFERS: usize = 64;
+const WRITE_BATCH_BUFFERS: usize = 16;
 
 /// Why a PDU stream ended or failed.
 #[derive(Debug, thiserror::Error)]

@@ -154,7 +154,7 @@ struct Bridged {
 }
 
 impl Bridged {
-    fn open(endpoint: &Arc<Endpoint>, entry: NewEntry) -> (Self, mpsc::Receiver<LegConn>) {
+    fn open(endpoint: &Arc<Endpoint>, entry: NewEntry) -> (Self, mpsc::Receiver<Box<LegConn>>) {
         let vc = entry.vc;
         endpoint.stats.vcs_active.fetch_add(1, Ordering::Relaxed);
         let (generation, successors) = endpoint.table.register_live(vc);
@@ -385,7 +385,11 @@ impl Bridge {
     }
 
     /// Bridges until one side ends; returns why it ended.
-    async fn run(mut self, vc: &mut ServerVc, mut successors: mpsc::Receiver<LegConn>) -> String {
+    async fn run(
+        mut self,
+        vc: &mut ServerVc,
+        mut successors: mpsc::Receiver<Box<LegConn>>,
+    ) -> String {
         let outcome = loop {
             while let Some(event) = vc.poll_event() {
                 self.on_event(event);
@@ -426,7 +430,7 @@ impl Bridge {
                     }
                 }
                 leg = successors.recv() => {
-                    let Some(leg) = leg else { continue };
+                    let Some(leg) = leg.map(|leg| *leg) else { continue };
                     let id = LegId(leg.conn_id);
                     let slot = match leg.first {
                         rpch_proto::server::FirstPdu::InR1A2(_) => IN_NEXT,

@@ -62,7 +62,8 @@ pub struct PairingTable {
 #[derive(Debug, Default)]
 struct Inner {
     waiting: HashMap<Cookie, Waiting>,
-    live: HashMap<Cookie, (u64, mpsc::Sender<LegConn>)>,
+    /// Boxed: an mpsc channel allocates its slots 32 at a time, and a leg is large.
+    live: HashMap<Cookie, (u64, mpsc::Sender<Box<LegConn>>)>,
     next_generation: u64,
 }
 
@@ -120,7 +121,7 @@ impl PairingTable {
     }
 
     /// Registers a paired virtual connection so that recycled legs can reach its driver.
-    pub fn register_live(&self, vc: Cookie) -> (u64, mpsc::Receiver<LegConn>) {
+    pub fn register_live(&self, vc: Cookie) -> (u64, mpsc::Receiver<Box<LegConn>>) {
         let mut inner = self.lock();
         inner.next_generation += 1;
         let generation = inner.next_generation;
@@ -134,9 +135,9 @@ impl PairingTable {
     pub fn route_successor(&self, vc: Cookie, leg: LegConn) -> Result<(), LegConn> {
         let sender = self.lock().live.get(&vc).map(|(_, tx)| tx.clone());
         match sender {
-            Some(tx) => tx.try_send(leg).map_err(|e| match e {
+            Some(tx) => tx.try_send(Box::new(leg)).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(leg) | mpsc::error::TrySendError::Closed(leg) => {
-                    leg
+                    *leg
                 }
             }),
             None => Err(leg),

@@ -137,31 +137,31 @@ pub async fn serve_connection<S>(
         let kind = classify(&head);
         debug!(method = ?head.method, path = %head.path, ?kind, "request");
         let keep_alive = head.keep_alive;
-        let (identity, ok_headers) = match access
-            .auth
-            .authenticate(&head, &mut conn_auth, client_ip)
-            .await
-        {
-            Verdict::Allow { identity, headers } => (identity, headers),
-            Verdict::Continue { headers } => {
-                if !unauthorized(&mut stream, &mut buf, &head, &headers).await {
-                    return;
+        // Authentication and Autodiscover are boxed: their states (directory binds, password
+        // hashing, XML) would otherwise size every idle connection's future.
+        let (identity, ok_headers) =
+            match Box::pin(access.auth.authenticate(&head, &mut conn_auth, client_ip)).await {
+                Verdict::Allow { identity, headers } => (identity, headers),
+                Verdict::Continue { headers } => {
+                    if !unauthorized(&mut stream, &mut buf, &head, &headers).await {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Verdict::Deny(denial) => {
-                let counter = match denial {
-                    Denial::NoCredentials => &proxy.stats.auth_challenges,
-                    Denial::Failed => &proxy.stats.auth_failures,
-                    Denial::Throttled => &proxy.stats.auth_throttled,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                if !unauthorized(&mut stream, &mut buf, &head, &access.auth.challenges()).await {
-                    return;
+                Verdict::Deny(denial) => {
+                    let counter = match denial {
+                        Denial::NoCredentials => &proxy.stats.auth_challenges,
+                        Denial::Failed => &proxy.stats.auth_failures,
+                        Denial::Throttled => &proxy.stats.auth_throttled,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if !unauthorized(&mut stream, &mut buf, &head, &access.auth.challenges()).await
+                    {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
-        };
+            };
         tracing::Span::current().record("user", tracing::field::display(&identity.name));
         let reply = match kind {
             RequestKind::Echo => {
@@ -180,7 +180,7 @@ pub async fn serve_connection<S>(
                 continue;
             }
             RequestKind::Autodiscover if let Some(service) = &access.autodiscover => {
-                let keep = crate::autodiscover::conn::serve(
+                let keep = Box::pin(crate::autodiscover::conn::serve(
                     &mut stream,
                     &mut buf,
                     &head,
@@ -188,7 +188,7 @@ pub async fn serve_connection<S>(
                     &identity,
                     &ok_headers,
                     proxy.settings.handshake_timeout,
-                )
+                ))
                 .await;
                 if !keep {
                     return;
@@ -221,7 +221,10 @@ pub async fn serve_connection<S>(
                     conn_id,
                     user: identity.name,
                 };
-                super::inbound::run(proxy, stream, buf, request).await;
+                // Boxed, so that this connection's future is sized for reading heads, not for
+                // the largest thing it may become; an empty head buffer is let go.
+                let leftover = if buf.is_empty() { BytesMut::new() } else { buf };
+                Box::pin(super::inbound::run(proxy, stream, leftover, request)).await;
                 return;
             }
             RequestKind::OutChannel { target } => {
@@ -237,7 +240,10 @@ pub async fn serve_connection<S>(
                     conn_id,
                     user: identity.name,
                 };
-                super::outbound::run(proxy, stream, buf, request).await;
+                // Boxed, so that this connection's future is sized for reading heads, not for
+                // the largest thing it may become; an empty head buffer is let go.
+                let leftover = if buf.is_empty() { BytesMut::new() } else { buf };
+                Box::pin(super::outbound::run(proxy, stream, leftover, request)).await;
                 return;
             }
             other => {

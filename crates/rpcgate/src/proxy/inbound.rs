@@ -263,7 +263,7 @@ async fn serve_channel(
                 Err(e) => break format!("server: {e}"),
             },
             successor = successors.recv() => {
-                let Some(successor) = successor else { continue };
+                let Some(successor) = successor.map(|s| *s) else { continue };
                 let id = ChannelId(successor.conn_id);
                 if let Err(e) = machine.attach_successor(id, &successor.first) {
                     // We were finishing as it arrived: it runs on its own, as an IN_R1

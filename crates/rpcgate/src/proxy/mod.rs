@@ -233,7 +233,7 @@ impl ActiveChannel {
         proxy: &Arc<Proxy>,
         direction: registry::Direction,
         entry: NewEntry,
-    ) -> (Self, tokio::sync::mpsc::Receiver<registry::Successor>) {
+    ) -> (Self, tokio::sync::mpsc::Receiver<Box<registry::Successor>>) {
         let vc = entry.vc;
         let (generation, successors) = proxy.channels.register(vc, direction);
         proxy.stats.channels_active.fetch_add(1, Ordering::Relaxed);
@@ -375,21 +375,34 @@ async fn accept_loop(
         tasks.spawn(
             async move {
                 let _permit = permit;
+                // Each branch boxed on its own: the task then holds only the state of the
+                // transport it serves (a TLS connection's state is several times a plain
+                // one's), which matters with tens of thousands of connections open.
                 match &policy.tls {
                     Some(acceptor) => {
-                        let handshake = tokio::time::timeout(
-                            proxy.settings.handshake_timeout,
-                            acceptor.accept(stream),
-                        );
-                        match handshake.await {
-                            Ok(Ok(tls)) => {
-                                http_conn::serve_connection(proxy, access, tls, peer, conn_id).await
+                        let acceptor = acceptor.clone();
+                        Box::pin(async move {
+                            let handshake = tokio::time::timeout(
+                                proxy.settings.handshake_timeout,
+                                acceptor.accept(stream),
+                            );
+                            match handshake.await {
+                                Ok(Ok(tls)) => {
+                                    http_conn::serve_connection(proxy, access, tls, peer, conn_id)
+                                        .await
+                                }
+                                Ok(Err(e)) => debug!("TLS handshake failed: {e}"),
+                                Err(_) => debug!("TLS handshake timed out"),
                             }
-                            Ok(Err(e)) => debug!("TLS handshake failed: {e}"),
-                            Err(_) => debug!("TLS handshake timed out"),
-                        }
+                        })
+                        .await
                     }
-                    None => http_conn::serve_connection(proxy, access, stream, peer, conn_id).await,
+                    None => {
+                        Box::pin(http_conn::serve_connection(
+                            proxy, access, stream, peer, conn_id,
+                        ))
+                        .await
+                    }
                 }
             }
             .instrument(span),

@@ -371,7 +371,7 @@ impl Channel {
                     }
                 },
                 successor = successors.recv() => {
-                    let Some(successor) = successor else { continue };
+                    let Some(successor) = successor.map(|s| *s) else { continue };
                     let id = ChannelId(successor.conn_id);
                     if let Err(e) = machine.attach_successor(id, &successor.first) {
                         // We were finishing as it arrived: it runs on its own, as an OUT_R1

@@ -37,6 +37,9 @@ impl std::fmt::Debug for Successor {
     }
 }
 
+/// Where a running channel's task receives its successors.
+type SuccessorTx = mpsc::Sender<Box<Successor>>;
+
 /// Which side of a virtual connection a channel is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -77,7 +80,8 @@ impl Default for ChannelTable {
 
 #[derive(Debug, Default)]
 struct Inner {
-    channels: HashMap<(Cookie, Direction), (u64, mpsc::Sender<Successor>)>,
+    /// Boxed: an mpsc channel allocates its slots 32 at a time, and a successor is large.
+    channels: HashMap<(Cookie, Direction), (u64, SuccessorTx)>,
     next_generation: u64,
 }
 
@@ -90,7 +94,11 @@ impl ChannelTable {
     }
 
     /// Registers a running channel; successors for it arrive on the returned receiver.
-    pub fn register(&self, vc: Cookie, direction: Direction) -> (u64, mpsc::Receiver<Successor>) {
+    pub fn register(
+        &self,
+        vc: Cookie,
+        direction: Direction,
+    ) -> (u64, mpsc::Receiver<Box<Successor>>) {
         let mut inner = self.lock();
         inner.next_generation += 1;
         let generation = inner.next_generation;
@@ -112,8 +120,8 @@ impl ChannelTable {
             .get(&(vc, direction))
             .map(|(_, tx)| tx.clone());
         match sender {
-            Some(tx) => tx.try_send(successor).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
+            Some(tx) => tx.try_send(Box::new(successor)).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => *s,
             }),
             None => Err(successor),
         }
