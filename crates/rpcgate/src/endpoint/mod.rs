@@ -239,7 +239,7 @@ async fn handle_leg(
             return;
         }
     };
-    info!(vc = %vc, leg = ?this_leg, "leg arrived");
+    debug!(vc = %vc, leg = ?this_leg, "leg arrived");
     let leg = LegConn {
         stream,
         leftover,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rpch_proto::inbound::{ChannelId, InboundConfig, InboundEvent, InboundProxy, InboundState};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::channel_start::{Started, connect_target, start};
 use super::registry::{ClientRead, ClientWrite, Direction, Orphan};
@@ -138,7 +138,7 @@ async fn serve_channel(
     if recycled {
         proxy.stats.in_r1.fetch_add(1, Ordering::Relaxed);
     }
-    info!(server = ?server_addr, in_process = server.is_local(), client_conn = conn_id, recycled, "IN channel connected to the server");
+    debug!(server = ?server_addr, in_process = server.is_local(), client_conn = conn_id, recycled, "IN channel connected to the server");
 
     let (active, mut successors) = ActiveChannel::open(
         &proxy,

@@ -19,7 +19,7 @@ use rpch_proto::outbound::{
     ChannelId, OutboundConfig, OutboundEvent, OutboundProxy, OutboundState, ToClient,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::channel_start::{Started, connect_target, start};
 use super::registry::{ClientRead, Direction, Orphan};
@@ -190,7 +190,7 @@ impl Channel {
         if recycled {
             proxy.stats.out_r1.fetch_add(1, Ordering::Relaxed);
         }
-        info!(server = ?server_addr, in_process = server.is_local(), client_conn = conn_id, recycled, "OUT channel connected to the server");
+        debug!(server = ?server_addr, in_process = server.is_local(), client_conn = conn_id, recycled, "OUT channel connected to the server");
 
         let (active, mut successors) = ActiveChannel::open(
             &proxy,
