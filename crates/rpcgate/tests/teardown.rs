@@ -104,10 +104,10 @@ fn start_endpoint(address: SocketAddr, backend: SocketAddr) -> Node<Arc<Endpoint
     }
 }
 
-fn start_proxy(address: SocketAddr, valid: &str) -> Node<Arc<Proxy>> {
+fn start_proxy(address: SocketAddr, valid: &str, settings: ProxySettings) -> Node<Arc<Proxy>> {
     let rt = runtime();
     let listener = rt.block_on(TcpListener::bind(address)).unwrap();
-    let proxy = Proxy::new(settings(), valid_ports(valid));
+    let proxy = Proxy::new(settings, valid_ports(valid));
     rt.spawn(rpcgate::proxy::serve(
         listener,
         proxy.clone(),
@@ -198,10 +198,10 @@ impl Gateway {
                 self.endpoint = Some(start_endpoint(self.endpoint_addr, self.backend_addr));
             }
             Victim::InboundProxy => {
-                self.proxy_in = Some(start_proxy(self.in_addr, &self.valid()));
+                self.proxy_in = Some(start_proxy(self.in_addr, &self.valid(), settings()));
             }
             Victim::OutboundProxy => {
-                self.proxy_out = Some(start_proxy(self.out_addr, &self.valid()));
+                self.proxy_out = Some(start_proxy(self.out_addr, &self.valid(), settings()));
             }
         }
     }
@@ -456,20 +456,10 @@ fn a_silent_client_is_dropped_after_the_idle_timeout_on_every_node() {
     ] {
         let old = node.take().unwrap();
         old.rt.block_on(old.handle.shutdown());
-        let rt = runtime();
-        let listener = rt.block_on(TcpListener::bind(address)).unwrap();
+        drop(old);
         let mut settings = settings();
         settings.idle_timeout = idle;
-        let proxy = Proxy::new(settings, valid_ports(&valid));
-        rt.spawn(rpcgate::proxy::serve(
-            listener,
-            proxy.clone(),
-            ListenerPolicy {
-                tls: None,
-                allow_anonymous: true,
-            },
-        ));
-        *node = Some(Node { rt, handle: proxy });
+        *node = Some(start_proxy(address, &valid, settings));
     }
     std::thread::sleep(Duration::from_millis(200));
     let baseline = gateway.counts();

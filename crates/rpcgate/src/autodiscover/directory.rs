@@ -11,10 +11,9 @@
 //! [`Lookup::Unavailable`], never "not found".
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use ldap3::{Scope, SearchEntry};
 
 use crate::auth::ldap::escape_filter_value;
 use crate::configurator::PasswordSource;
@@ -103,35 +102,18 @@ async fn search(
     password: &str,
     address: &str,
 ) -> Result<Vec<Attributes>, String> {
-    let mut settings = LdapConnSettings::new()
-        .set_conn_timeout(config.timeout)
-        .set_starttls(config.starttls);
-    if url.to_ascii_lowercase().starts_with("ldaps://") || config.starttls {
-        let tls = crate::tls::client_config(config.ca_file.as_deref(), false)
-            .map_err(|e| format!("LDAP TLS configuration: {e}"))?;
-        let mut tls = (*tls).clone();
-        tls.alpn_protocols.clear();
-        settings = settings.set_config(Arc::new(tls));
-    }
-    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
-        .await
-        .map_err(|e| format!("cannot reach the directory: {e}"))?;
-    crate::tasks::spawn(async move {
-        if let Err(e) = conn.drive().await {
-            tracing::debug!("autodiscover LDAP connection ended: {e}");
-        }
-    });
-    let bound = ldap
-        .simple_bind(&config.bind_dn, password)
-        .await
-        .map_err(|e| format!("LDAP bind: {e}"))?;
-    if bound.rc != 0 {
-        let _ = ldap.unbind().await;
-        return Err(format!(
-            "bind as {} refused (LDAP result {})",
-            config.bind_dn, bound.rc
-        ));
-    }
+    let mut ldap = crate::configurator::ldap::bind(
+        &crate::configurator::ldap::Bind {
+            url,
+            timeout: config.timeout,
+            starttls: config.starttls,
+            ca_file: config.ca_file.as_deref(),
+            bind_dn: &config.bind_dn,
+            password,
+        },
+        "autodiscover",
+    )
+    .await?;
     let attributes = vec![
         "displayName",
         "mail",

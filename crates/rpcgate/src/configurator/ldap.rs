@@ -4,7 +4,8 @@
 //! Every URL is tried in order until one answers; the whole poll (connect, TLS, bind,
 //! search) is bounded by the configured timeout per URL. A directory that refuses the bind,
 //! or a search that does not succeed completely (a size limit included), is an error: the
-//! caller then keeps its last good list rather than acting on a partial answer.
+//! caller then keeps its last good list rather than acting on a partial answer. [`bind`] is
+//! shared with Autodiscover's directory lookups.
 
 use std::sync::Arc;
 
@@ -30,31 +31,42 @@ pub async fn poll(config: &ConfiguratorConfig) -> Result<Vec<Server>, String> {
     Err(errors.join("; "))
 }
 
-async fn poll_one(
-    config: &ConfiguratorConfig,
-    url: &str,
-    password: &str,
-) -> Result<Vec<Server>, String> {
+/// How to reach and bind to a directory with a service account (the configurator's and
+/// Autodiscover's lookups).
+#[derive(Debug)]
+pub(crate) struct Bind<'a> {
+    pub url: &'a str,
+    pub timeout: std::time::Duration,
+    pub starttls: bool,
+    pub ca_file: Option<&'a std::path::Path>,
+    pub bind_dn: &'a str,
+    pub password: &'a str,
+}
+
+/// Connects (LDAPS, StartTLS or plain as configured; the connection driver runs in the
+/// caller's task scope, named `what` in its log line) and binds; a refused bind is an error
+/// that says why, with a hint when the directory wants TLS.
+pub(crate) async fn bind(target: &Bind<'_>, what: &'static str) -> Result<ldap3::Ldap, String> {
     let mut settings = LdapConnSettings::new()
-        .set_conn_timeout(config.timeout)
-        .set_starttls(config.starttls);
-    if url.to_ascii_lowercase().starts_with("ldaps://") || config.starttls {
-        let tls = crate::tls::client_config(config.ca_file.as_deref(), false)
+        .set_conn_timeout(target.timeout)
+        .set_starttls(target.starttls);
+    if target.url.to_ascii_lowercase().starts_with("ldaps://") || target.starttls {
+        let tls = crate::tls::client_config(target.ca_file, false)
             .map_err(|e| format!("LDAP TLS configuration: {e}"))?;
         let mut tls = (*tls).clone();
         tls.alpn_protocols.clear();
         settings = settings.set_config(Arc::new(tls));
     }
-    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, target.url)
         .await
         .map_err(|e| format!("cannot reach the directory: {e}"))?;
-    tokio::spawn(async move {
+    crate::tasks::spawn(async move {
         if let Err(e) = conn.drive().await {
-            tracing::debug!("configurator LDAP connection ended: {e}");
+            tracing::debug!("{what} LDAP connection ended: {e}");
         }
     });
     let bound = ldap
-        .simple_bind(&config.bind_dn, password)
+        .simple_bind(target.bind_dn, target.password)
         .await
         .map_err(|e| format!("LDAP bind: {e}"))?;
     if bound.rc != 0 {
@@ -66,9 +78,29 @@ async fn poll_one(
         };
         return Err(format!(
             "bind as {} refused (LDAP result {}){hint}",
-            config.bind_dn, bound.rc
+            target.bind_dn, bound.rc
         ));
     }
+    Ok(ldap)
+}
+
+async fn poll_one(
+    config: &ConfiguratorConfig,
+    url: &str,
+    password: &str,
+) -> Result<Vec<Server>, String> {
+    let mut ldap = bind(
+        &Bind {
+            url,
+            timeout: config.timeout,
+            starttls: config.starttls,
+            ca_file: config.ca_file.as_deref(),
+            bind_dn: &config.bind_dn,
+            password,
+        },
+        "configurator",
+    )
+    .await?;
     let mut attributes = vec![
         config.fqdn_attribute.as_str(),
         config.netbios_attribute.as_str(),

@@ -163,6 +163,7 @@ pub async fn serve_connection<S>(
                 }
             };
         tracing::Span::current().record("user", tracing::field::display(&identity.name));
+        let inbound = matches!(kind, RequestKind::InChannel { .. });
         let reply = match kind {
             RequestKind::Echo => {
                 proxy.stats.echo_requests.fetch_add(1, Ordering::Relaxed);
@@ -208,42 +209,26 @@ pub async fn serve_connection<S>(
                     .await;
                 return;
             }
-            RequestKind::InChannel { target } => {
+            RequestKind::InChannel { target } | RequestKind::OutChannel { target } => {
                 if head.expect_continue && stream.write_all(response::continue_100()).await.is_err()
                 {
                     return;
                 }
-                let client = SocketAddr::new(client_ip, peer.port());
                 let request = super::ChannelRequest {
                     head,
                     target,
-                    peer: client,
+                    peer: SocketAddr::new(client_ip, peer.port()),
                     conn_id,
                     user: identity.name,
                 };
                 // Boxed, so that this connection's future is sized for reading heads, not for
                 // the largest thing it may become; an empty head buffer is let go.
                 let leftover = if buf.is_empty() { BytesMut::new() } else { buf };
-                Box::pin(super::inbound::run(proxy, stream, leftover, request)).await;
-                return;
-            }
-            RequestKind::OutChannel { target } => {
-                if head.expect_continue && stream.write_all(response::continue_100()).await.is_err()
-                {
-                    return;
+                if inbound {
+                    Box::pin(super::inbound::run(proxy, stream, leftover, request)).await;
+                } else {
+                    Box::pin(super::outbound::run(proxy, stream, leftover, request)).await;
                 }
-                let client = SocketAddr::new(client_ip, peer.port());
-                let request = super::ChannelRequest {
-                    head,
-                    target,
-                    peer: client,
-                    conn_id,
-                    user: identity.name,
-                };
-                // Boxed, so that this connection's future is sized for reading heads, not for
-                // the largest thing it may become; an empty head buffer is let go.
-                let leftover = if buf.is_empty() { BytesMut::new() } else { buf };
-                Box::pin(super::outbound::run(proxy, stream, leftover, request)).await;
                 return;
             }
             other => {
