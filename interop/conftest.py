@@ -60,13 +60,14 @@ class Gateway:
     """A running `rpcgate serve` and the ports it listens on."""
 
     def __init__(self, binary, tmp, endpoints=("demo",), valid_ports=None, listener_auth=None,
-                 extra_config="", env=None):
+                 extra_config="", env=None, proxy_extra=""):
         """`endpoints`: one backend per endpoint ("demo" or "host:port"), each endpoint on a
         free port of 127.0.0.1 and ::1 (`endpoint_ports`, in order; `endpoint_port` is the
         first). `valid_ports`: the proxy's ValidPorts string; by default every endpoint as
         localhost:PORT and 127.0.0.1:PORT. `listener_auth`: the `auth` methods of both
         listeners (e.g. ["ntlm", "basic"]; default: anonymous). `extra_config`: TOML appended
-        to the file (e.g. an [auth] section). `env`: extra environment variables."""
+        to the file (e.g. an [auth] section). `env`: extra environment variables.
+        `proxy_extra`: keys added to the [proxy] section."""
         self.https_port = free_port((socket.AF_INET,))
         self.http_port = free_port((socket.AF_INET,))
         self.endpoint_ports = []
@@ -102,6 +103,7 @@ level = "debug"
 
 [proxy]
 valid_ports = "{valid_ports}"
+{proxy_extra}
 
 [[proxy.listener]]
 address = "127.0.0.1:{self.https_port}"

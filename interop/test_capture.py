@@ -30,6 +30,8 @@ import subprocess
 import time
 
 import pytest
+
+from conftest import Gateway
 from impacket.dcerpc.v5 import mgmt, transport
 from impacket.http import AUTH_BASIC
 
@@ -119,6 +121,19 @@ def infos(rows, port):
     return " | ".join(
         row["_ws.col.Info"] for row in rows if str(port) in (row["tcp.srcport"], row["tcp.dstport"])
     )
+
+
+@pytest.fixture(scope="module")
+def gateway(rpcgate_binary, tmp_path_factory):
+    """The legs must cross loopback TCP to be captured: proxy and endpoint run in one process,
+    so in-process legs (the default) are turned off here."""
+    gw = Gateway(
+        rpcgate_binary,
+        tmp_path_factory.mktemp("gateway"),
+        proxy_extra="in_process_endpoints = false",
+    )
+    yield gw
+    gw.stop()
 
 
 @pytest.fixture(scope="module")
