@@ -143,16 +143,23 @@ macro_rules! delegate_write {
 delegate_read!(LegRead, Tcp, Local);
 delegate_write!(LegWrite, Tcp, Local);
 
+impl LegStream {
+    /// The stream underneath, whichever it is.
+    fn io(&mut self) -> &mut dyn crate::rpch_client::Io {
+        match self {
+            LegStream::Tcp(tcp) => tcp,
+            LegStream::Local { pipe, .. } => pipe,
+        }
+    }
+}
+
 impl AsyncRead for LegStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            LegStream::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            LegStream::Local { pipe, .. } => Pin::new(pipe).poll_read(cx, buf),
-        }
+        Pin::new(self.get_mut().io()).poll_read(cx, buf)
     }
 }
 
@@ -162,22 +169,13 @@ impl AsyncWrite for LegStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            LegStream::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            LegStream::Local { pipe, .. } => Pin::new(pipe).poll_write(cx, buf),
-        }
+        Pin::new(self.get_mut().io()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            LegStream::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
-            LegStream::Local { pipe, .. } => Pin::new(pipe).poll_flush(cx),
-        }
+        Pin::new(self.get_mut().io()).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            LegStream::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            LegStream::Local { pipe, .. } => Pin::new(pipe).poll_shutdown(cx),
-        }
+        Pin::new(self.get_mut().io()).poll_shutdown(cx)
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`bench`]: `rpcgate bench`, a load generator on the client role.
 //! - [`framed`]: PDU framing over byte streams and writer tasks.
 //! - [`connect`]: outgoing TCP with happy eyeballs over every address of a name.
+//! - [`fd_limit`]: raising the file-descriptor limit to what the process will hold.
 //! - [`ids`]: connection ids for logs.
 //! - [`leg_stream`]: proxy-to-endpoint connections: TCP, or in process when both run here.
 //! - [`status`]: the status page, `/metrics` and `/status.json`, and the live list behind them.
@@ -33,6 +34,7 @@ pub mod configurator;
 pub mod connect;
 pub mod demo;
 pub mod endpoint;
+pub mod fd_limit;
 pub mod framed;
 pub mod gateway;
 pub mod http;

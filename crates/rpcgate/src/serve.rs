@@ -202,7 +202,7 @@ pub async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     // Each client connection may pair with a server-side socket (and an endpoint's legs and
     // backend connection): ask for room for twice max_connections.
     let wanted = (config.proxy.max_connections as u64).saturating_mul(2);
-    match crate::bench::system::raise_fd_limit(wanted) {
+    match crate::fd_limit::raise(wanted) {
         (limit, None) => info!(limit, "file descriptor limit"),
         (limit, Some(short)) => warn!(limit, "file descriptor limit: {short}"),
     }

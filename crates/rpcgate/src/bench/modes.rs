@@ -61,7 +61,7 @@ struct Run<'a> {
 /// Runs `args`, showing progress on `progress`.
 pub async fn run(args: &BenchArgs, progress: &Progress) -> Result<Outcome, String> {
     let sockets = args.connections * args.target.sockets_per_connection();
-    let (_, short) = system::raise_fd_limit(sockets as u64);
+    let (_, short) = crate::fd_limit::raise(sockets as u64);
     if let Some(why) = short {
         eprintln!("rpcgate bench: warning: {why}");
     }

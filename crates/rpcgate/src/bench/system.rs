@@ -1,46 +1,13 @@
-//! What a load generator needs from the machine: enough file descriptors, enough ephemeral
-//! ports (several loopback source addresses when one is not enough), and the resident memory
-//! of the process under test, from /proc.
+//! What a load generator needs from the machine besides descriptors ([`crate::fd_limit`]):
+//! enough ephemeral ports (several loopback source addresses when one is not enough), and the
+//! resident memory of the process under test, from /proc.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
-use rlimit::Resource;
-
-/// Descriptors kept for everything that is not a connection.
-const SPARE_FDS: u64 = 256;
 /// Share of the ephemeral port range one source address is given: the rest stays for
 /// sockets in TIME_WAIT and for other programs.
 const PORT_SHARE: f64 = 0.8;
-
-/// Raises RLIMIT_NOFILE to hold `sockets` connections: the soft limit, and the hard one too
-/// when privileged. Returns the soft limit in force and, if it is still short, why.
-pub fn raise_fd_limit(sockets: u64) -> (u64, Option<String>) {
-    let wanted = sockets.saturating_add(SPARE_FDS);
-    let Ok((soft, hard)) = rlimit::getrlimit(Resource::NOFILE) else {
-        return (0, Some("cannot read the file descriptor limit".into()));
-    };
-    if soft >= wanted {
-        return (soft, None);
-    }
-    let ceiling = read_number("/proc/sys/fs/nr_open").unwrap_or(hard);
-    let target = wanted.min(ceiling.max(hard));
-    if rlimit::setrlimit(Resource::NOFILE, target, hard.max(target)).is_err() {
-        let _ = rlimit::setrlimit(Resource::NOFILE, hard, hard);
-    }
-    let now = rlimit::getrlimit(Resource::NOFILE).map_or(soft, |(s, _)| s);
-    let short = (now < wanted).then(|| {
-        format!(
-            "{sockets} sockets need about {wanted} file descriptors but the limit is {now} \
-             (raise the hard limit: ulimit -Hn, or run as root)"
-        )
-    });
-    (now, short)
-}
-
-fn read_number(path: &str) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
 
 /// Ports in the kernel's ephemeral range (`ip_local_port_range`; 28,232 by default).
 pub fn ephemeral_ports() -> usize {
