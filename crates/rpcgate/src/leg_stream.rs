@@ -220,11 +220,4 @@ impl LocalEndpoints {
         })?;
         (!found.tasks.is_shut_down()).then(|| found.clone())
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_address
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_empty()
-    }
 }
