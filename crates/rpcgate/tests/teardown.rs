@@ -79,14 +79,14 @@ impl<T> Node<T> {
 
 fn start_backend(address: SocketAddr) -> Node<()> {
     let rt = runtime();
-    let listener = rt.block_on(TcpListener::bind(address)).unwrap();
+    let listener = listen(&rt, address);
     rt.spawn(rpcgate::demo::serve(listener));
     Node { rt, handle: () }
 }
 
 fn start_endpoint(address: SocketAddr, backend: SocketAddr) -> Node<Arc<Endpoint>> {
     let rt = runtime();
-    let listener = rt.block_on(TcpListener::bind(address)).unwrap();
+    let listener = listen(&rt, address);
     let endpoint = Endpoint::new(EndpointSettings {
         backend: Backend {
             host: backend.ip().to_string(),
@@ -106,7 +106,7 @@ fn start_endpoint(address: SocketAddr, backend: SocketAddr) -> Node<Arc<Endpoint
 
 fn start_proxy(address: SocketAddr, valid: &str, settings: ProxySettings) -> Node<Arc<Proxy>> {
     let rt = runtime();
-    let listener = rt.block_on(TcpListener::bind(address)).unwrap();
+    let listener = listen(&rt, address);
     let proxy = Proxy::new(settings, valid_ports(valid));
     rt.spawn(rpcgate::proxy::serve(
         listener,
@@ -117,6 +117,23 @@ fn start_proxy(address: SocketAddr, valid: &str, settings: ProxySettings) -> Nod
         },
     ));
     Node { rt, handle: proxy }
+}
+
+/// Listens on `address` from `rt`. A node restarted on its old address retries for a moment
+/// if something else holds the port: the port was free when the victim was shut down (the
+/// proxy shutdown test checks that), but a port from the ephemeral range may be taken in
+/// between by any outgoing connection on the machine.
+fn listen(rt: &Runtime, address: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match rt.block_on(TcpListener::bind(address)) {
+            Ok(listener) => return listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("cannot listen on {address}: {e}"),
+        }
+    }
 }
 
 /// Binds port 0 to learn a free port, for a node that must come back on the same address.
@@ -450,16 +467,19 @@ fn a_silent_client_is_dropped_after_the_idle_timeout_on_every_node() {
     let idle = Duration::from_secs(2);
     let mut gateway = Gateway::start();
     let valid = gateway.valid();
+    // Proxies with a short idle timeout take the place of the default ones, on addresses of
+    // their own (nothing here needs the old ones).
     for (node, address) in [
-        (&mut gateway.proxy_in, gateway.in_addr),
-        (&mut gateway.proxy_out, gateway.out_addr),
+        (&mut gateway.proxy_in, &mut gateway.in_addr),
+        (&mut gateway.proxy_out, &mut gateway.out_addr),
     ] {
         let old = node.take().unwrap();
-        old.rt.block_on(old.handle.shutdown());
+        assert!(old.rt.block_on(old.handle.shutdown()));
         drop(old);
         let mut settings = settings();
         settings.idle_timeout = idle;
-        *node = Some(start_proxy(address, &valid, settings));
+        *address = free_address();
+        *node = Some(start_proxy(*address, &valid, settings));
     }
     std::thread::sleep(Duration::from_millis(200));
     let baseline = gateway.counts();
